@@ -1,0 +1,146 @@
+//! `app()`: every route and middleware layer of the service, in one place.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::{AppEnv, Config};
+use crate::error::{canonical_reason, detail_response};
+use crate::list_cache::ListCache;
+use crate::openapi::{ApiDoc, docs_router};
+use crate::store::ItemStore;
+use crate::{routes, static_files, telemetry};
+
+/// What handlers share. Cheap to clone: everything is behind an `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ItemStore>,
+    pub list_cache: Arc<ListCache>,
+    pub info: Arc<ServiceInfo>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub static_dir: Option<Arc<PathBuf>>,
+}
+
+/// Facts about this process, reported by `/api/health`.
+#[derive(Debug)]
+pub struct ServiceInfo {
+    pub version: String,
+    pub build_date: String,
+    pub vcs_ref: String,
+    pub hostname: String,
+    pub environment: String,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn ItemStore>, config: &Config) -> Self {
+        let info = ServiceInfo {
+            version: config.build_version.clone(),
+            build_date: config.build_date.clone(),
+            vcs_ref: config.vcs_ref.clone(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            environment: match config.app_env {
+                AppEnv::Development => "development",
+                AppEnv::Production => "production",
+            }
+            .to_owned(),
+            started: Instant::now(),
+        };
+        Self {
+            store,
+            list_cache: Arc::default(),
+            info: Arc::new(info),
+            max_body_bytes: config.max_body_bytes(),
+            request_timeout: config.request_timeout(),
+            static_dir: config.static_dir.clone().map(Arc::new),
+        }
+    }
+}
+
+/// The whole HTTP service. Layers, outermost first: request id (set) → trace span and response
+/// log → request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
+pub fn app(state: AppState) -> Router {
+    let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts();
+    let mut router = api.merge(docs_router(spec, &state.info.version));
+    if let Some(dir) = &state.static_dir {
+        router = router.fallback_service(static_files::router(dir));
+    }
+    let request_timeout = state.request_timeout;
+    router
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(telemetry::request_span)
+                        .on_request(())
+                        .on_response(telemetry::log_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(middleware::from_fn(json_errors))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_timeout,
+                ))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+}
+
+/// Gives every error response a JSON body, whoever produced it: the router (404, and 405 with
+/// its `Allow` header), the timeout, the panic handler or the static files. Handler errors are
+/// JSON already and pass through untouched.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !is_error || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let replacement = detail_response(status, canonical_reason(status));
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, replacement.into_body())
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(panic = %message, "handler panicked");
+    detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}

@@ -1,0 +1,277 @@
+//! Every setting, read from the environment (or the matching `--flag`) and checked at start-up.
+//!
+//! The doc comment on each field is its `--help` text and its row in the README's settings table.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::{JournalMode, SqliteOptions, Synchronous};
+
+/// Build metadata, fixed at compile time; `BUILD_VERSION`/`BUILD_DATE`/`VCS_REF` in the
+/// environment of `cargo build` set them, and the same variables at run time override them.
+pub mod build {
+    const fn or(value: Option<&'static str>, fallback: &'static str) -> &'static str {
+        match value {
+            Some(value) if !value.is_empty() => value,
+            _ => fallback,
+        }
+    }
+    pub const VERSION: &str = or(option_env!("BUILD_VERSION"), env!("CARGO_PKG_VERSION"));
+    pub const DATE: &str = or(option_env!("BUILD_DATE"), "unknown");
+    pub const VCS_REF: &str = or(option_env!("VCS_REF"), "unknown");
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "items-api",
+    version = build::VERSION,
+    about = "Items API: list and add short text items, stored in SQLite.",
+    long_about = "Items API: list and add short text items, stored in SQLite.\n\n\
+        Every option can also be set with the environment variable shown beside it; \
+        a flag wins over the variable. Without a command, the service starts."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Probe GET /api/healthz on the local server (the port of BIND_ADDR); exit 0 when it answers
+    /// 200, 1 otherwise. For container health checks in images without a shell or curl.
+    Healthcheck {
+        /// Give up after this many milliseconds.
+        #[arg(long, env = "HEALTHCHECK_TIMEOUT_MS", default_value_t = 2000,
+              value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        timeout_ms: u64,
+    },
+    /// Write a consistent copy of the database (DB_PATH) to FILE while the service keeps running.
+    Backup {
+        /// Where to write the backup; must not exist yet.
+        file: PathBuf,
+    },
+    /// Replace the database (DB_PATH) with the content of a backup FILE. Stop the service first.
+    Restore {
+        /// A file written by `items-api backup` (or any intact items database).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable, coloured when the output is a terminal.
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to listen on (IP:PORT). Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "BIND_ADDR",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
+    pub bind_addr: SocketAddr,
+
+    /// SQLite database file; its directory is created when missing.
+    #[arg(long, env = "DB_PATH", default_value = "./data/app.db", global = true)]
+    pub db_path: PathBuf,
+
+    /// Deployment environment; shown by /api/health and picks the default log format.
+    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development, global = true)]
+    pub app_env: AppEnv,
+
+    /// Log format [default: json in production, pretty in development].
+    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `debug`, `items_api=debug,info`).
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info",
+          value_parser = parse_log_filter, global = true)]
+    pub log_filter: String,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(64..=64 * 1024 * 1024), global = true)]
+    pub max_body_bytes: u64,
+
+    /// Directory with the web page (index.html, app.js, ...) to serve at `/`. Unset or empty: API
+    /// only. `cargo run` sets it to web/static (see .cargo/config.toml).
+    #[arg(long, env = "STATIC_DIR", value_parser = parse_static_dir, global = true)]
+    pub static_dir: Option<PathBuf>,
+
+    /// SQLite journal mode. `delete` is required on network shares such as Azure Files.
+    #[arg(long, env = "SQLITE_JOURNAL_MODE", value_enum, default_value_t = JournalMode::Wal,
+          global = true)]
+    pub sqlite_journal_mode: JournalMode,
+
+    /// When commits reach the disk. `full`: an acknowledged write survives power loss.
+    /// `normal`: survives a crash of the service, may lose the last writes on power loss.
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full,
+          global = true)]
+    pub sqlite_synchronous: Synchronous,
+
+    /// How long a database operation waits for a lock held by another process, in milliseconds.
+    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000), global = true)]
+    pub sqlite_busy_timeout_ms: u64,
+
+    /// Reader connections (reads running at once).
+    #[arg(long, env = "DB_READ_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64), global = true)]
+    pub db_read_connections: u64,
+
+    /// A request that takes longer than this many seconds is answered with 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub request_timeout_secs: u64,
+
+    /// On SIGTERM/Ctrl-C, in-flight requests get this many seconds to finish.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Version shown by /api/health and --version [default: baked in at build time].
+    #[arg(long, env = "BUILD_VERSION", default_value = build::VERSION, hide_default_value = true,
+          global = true)]
+    pub build_version: String,
+
+    /// Build date shown by /api/health [default: baked in at build time, else "unknown"].
+    #[arg(long, env = "BUILD_DATE", default_value = build::DATE, hide_default_value = true,
+          global = true)]
+    pub build_date: String,
+
+    /// Source revision shown by /api/health [default: baked in at build time, else "unknown"].
+    #[arg(long, env = "VCS_REF", default_value = build::VCS_REF, hide_default_value = true,
+          global = true)]
+    pub vcs_ref: String,
+}
+
+impl Config {
+    /// Settings for tests and embedding: everything at its default, the database at `db_path`.
+    pub fn with_defaults(db_path: impl Into<PathBuf>) -> Self {
+        let mut config = Cli::parse_from(["items-api"]).config;
+        config.db_path = db_path.into();
+        config.static_dir = None;
+        config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(match self.app_env {
+            AppEnv::Production => LogFormat::Json,
+            AppEnv::Development => LogFormat::Pretty,
+        })
+    }
+
+    pub fn sqlite(&self) -> SqliteOptions {
+        SqliteOptions {
+            path: self.db_path.clone(),
+            journal_mode: self.sqlite_journal_mode,
+            synchronous: self.sqlite_synchronous,
+            busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
+            read_connections: usize::try_from(self.db_read_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| format!("not a valid log filter: {error}"))
+}
+
+fn parse_static_dir(value: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(value);
+    if !dir.join("index.html").is_file() {
+        return Err(format!("{} has no index.html", dir.display()));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("items-api").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_serve_locally_on_port_8000_with_a_local_database() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.config.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(cli.config.db_path, PathBuf::from("./data/app.db"));
+        assert_eq!(cli.config.max_body_bytes, 1_048_576);
+        assert_eq!(cli.config.sqlite_journal_mode, JournalMode::Wal);
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn log_format_follows_the_environment_unless_set() {
+        let production = parse(&["--app-env", "production"]).unwrap().config;
+        assert_eq!(production.log_format(), LogFormat::Json);
+        let development = parse(&[]).unwrap().config;
+        assert_eq!(development.log_format(), LogFormat::Pretty);
+        let forced = parse(&["--app-env", "production", "--log-format", "pretty"]).unwrap();
+        assert_eq!(forced.config.log_format(), LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["--bind-addr", "localhost"][..],
+            &["--max-body-bytes", "lots"],
+            &["--max-body-bytes", "0"],
+            &["--app-env", "staging"],
+            &["--sqlite-journal-mode", "memory"],
+            &["--log-filter", "info,=="],
+            &["--static-dir", "/definitely/not/here"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn subcommands_take_their_file_argument() {
+        let cli = parse(&["backup", "/tmp/b.db"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Backup { file }) if file == Path::new("/tmp/b.db"))
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Item rules shared by every layer: how text is cleaned and how timestamps are written.
+
+use time::OffsetDateTime;
+
+/// Item text that has passed validation: trimmed like Python's `str.strip()` and not empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemText(String);
+
+/// Why a text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("text must not be empty")]
+    Empty,
+}
+
+impl ItemText {
+    /// Trims surrounding whitespace (Unicode included) and refuses what is left empty.
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        let trimmed = python_strip(raw);
+        if trimmed.is_empty() {
+            return Err(TextError::Empty);
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// The characters Python's `str.isspace()` accepts, which `str.strip()` removes.
+///
+/// That is Unicode `White_Space` (what Rust's `char::is_whitespace` checks) plus the four ASCII
+/// information separators U+001C..U+001F, which Python also counts as whitespace.
+pub fn is_python_whitespace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `str.strip()` with no arguments, as the seed service applies it.
+pub fn python_strip(raw: &str) -> &str {
+    raw.trim_matches(is_python_whitespace)
+}
+
+/// A UTC timestamp in the format Python's `datetime.isoformat()` gives an aware UTC datetime,
+/// always with microseconds: `2026-01-02T03:04:05.123456+00:00`.
+pub fn format_timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
+/// The current time as a stored `created_at` value.
+pub fn now_timestamp() -> String {
+    format_timestamp(OffsetDateTime::now_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn parse_trims_ascii_whitespace_and_keeps_inner_spaces() {
+        let text = ItemText::parse(" \t buy  milk \r\n").unwrap();
+        assert_eq!(text.as_str(), "buy  milk");
+    }
+
+    #[test]
+    fn parse_trims_unicode_whitespace_like_python() {
+        // NBSP, ideographic space, line separator, NEL, em space, narrow NBSP.
+        let raw = "\u{a0}\u{3000}\u{2028}\u{85}\u{2003}eggs\u{202f}\u{205f}\u{1680}";
+        assert_eq!(ItemText::parse(raw).unwrap().as_str(), "eggs");
+    }
+
+    #[test]
+    fn parse_trims_python_only_separators() {
+        // U+001C..U+001F are whitespace for Python but not for Rust's char::is_whitespace.
+        assert_eq!(
+            ItemText::parse("\u{1c}\u{1d}x\u{1e}\u{1f}")
+                .unwrap()
+                .as_str(),
+            "x"
+        );
+    }
+
+    #[test]
+    fn parse_keeps_characters_python_does_not_strip() {
+        // Zero-width space and the Mongolian vowel separator are not whitespace in Python 3.
+        assert_eq!(
+            ItemText::parse("\u{200b}x\u{180e}").unwrap().as_str(),
+            "\u{200b}x\u{180e}"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_empty_and_whitespace_only_text() {
+        for raw in ["", " ", "\n\t", "\u{a0}\u{3000}", "\u{1f}"] {
+            assert_eq!(ItemText::parse(raw), Err(TextError::Empty), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn python_whitespace_matches_python_isspace_for_every_code_point() {
+        // The exact set CPython 3.11 reports for `chr(c).isspace()` over all of Unicode.
+        let python: Vec<u32> = (0x09..=0x0d)
+            .chain(0x1c..=0x20)
+            .chain([0x85, 0xa0, 0x1680])
+            .chain(0x2000..=0x200a)
+            .chain([0x2028, 0x2029, 0x202f, 0x205f, 0x3000])
+            .collect();
+        for code in 0..=0x10_FFFFu32 {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            assert_eq!(
+                is_python_whitespace(c),
+                python.contains(&code),
+                "U+{code:04X}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_look_like_python_isoformat_with_microseconds() {
+        let at = datetime!(2026-01-02 03:04:05.123456 UTC);
+        assert_eq!(format_timestamp(at), "2026-01-02T03:04:05.123456+00:00");
+    }
+
+    #[test]
+    fn timestamps_keep_zero_microseconds_and_convert_to_utc() {
+        let at = datetime!(2026-07-01 02:00:00 +02:00);
+        assert_eq!(format_timestamp(at), "2026-07-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn now_timestamp_has_the_fixed_width_format() {
+        let now = now_timestamp();
+        assert_eq!(now.len(), "2026-01-02T03:04:05.123456+00:00".len());
+        assert!(now.ends_with("+00:00"));
+    }
+}

@@ -1,0 +1,219 @@
+//! `AppError`, the one error type handlers return, and its JSON form `{"detail": ...}`.
+//!
+//! Client errors keep FastAPI's shapes so existing clients parse them unchanged: a string detail
+//! for 4xx raised by the service, a list of `{type, loc, msg, input}` for 422 validation errors.
+//! Server errors never carry internals in the body; the cause is logged with the request id.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+/// One validation problem, as FastAPI/pydantic report it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Machine-readable kind, e.g. `missing`, `string_type`, `json_invalid`, `int_parsing`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Where the problem is, e.g. `["body", "text"]` or `["query", "limit"]`.
+    #[schema(value_type = Vec<Object>)]
+    pub loc: Vec<Value>,
+    /// Human-readable message.
+    pub msg: String,
+    /// The offending input.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Extra facts, e.g. the limit that was exceeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub ctx: Option<Value>,
+}
+
+impl FieldError {
+    pub fn new(kind: &'static str, loc: &[&str], msg: impl Into<String>, input: Value) -> Self {
+        Self {
+            kind,
+            loc: loc.iter().map(|part| Value::from(*part)).collect(),
+            msg: msg.into(),
+            input,
+            ctx: None,
+        }
+    }
+
+    pub fn with_ctx(mut self, ctx: Value) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+}
+
+/// The error body for problems the client can fix or the service reports: `{"detail": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    #[schema(example = "text must not be empty")]
+    pub detail: String,
+}
+
+/// The 422 body: `{"detail": [FieldError, ...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationBody {
+    pub detail: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A rule of the service refused the input (the seed's `HTTPException(400, ...)`).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("Item not found")]
+    ItemNotFound,
+    #[error("Request body too large: the limit is {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("could not read the request body")]
+    BodyUnreadable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    pub fn validation(error: FieldError) -> Self {
+        Self::Validation(vec![error])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ItemNotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match self {
+            Self::Validation(errors) => {
+                (status, Json(ValidationBody { detail: errors })).into_response()
+            }
+            Self::Store(error) => {
+                // Runs inside the request span, so the log line carries the request id.
+                let cause = error_chain(&error);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    tracing::warn!(error = %cause, "storage unavailable");
+                } else {
+                    tracing::error!(error = %cause, "storage failure");
+                }
+                detail_response(status, canonical_reason(status))
+            }
+            other => detail_response(status, &other.to_string()),
+        }
+    }
+}
+
+/// `{"detail": message}` with the given status.
+pub fn detail_response(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            detail: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+/// The standard reason phrase ("Not Found", "Method Not Allowed", ...), as FastAPI words it.
+pub fn canonical_reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+/// "outer: inner: innermost", so one log line explains a failure.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_of(response: Response) -> Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_request_is_a_400_with_a_string_detail() {
+        let response = AppError::BadRequest("text must not be empty".into()).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": "text must not be empty"})
+        );
+    }
+
+    #[tokio::test]
+    async fn validation_is_a_422_with_a_list_of_field_errors() {
+        let error = FieldError::new("missing", &["body", "text"], "Field required", Value::Null);
+        let response = AppError::validation(error).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": [{"type": "missing", "loc": ["body", "text"],
+                                           "msg": "Field required", "input": null}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn storage_failures_hide_their_cause_from_the_client() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some("disk I/O error at /secret/path".into()),
+        );
+        let response = AppError::from(StoreError::from(sqlite)).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": "Internal Server Error"})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_is_a_503() {
+        let response = AppError::from(StoreError::Unavailable("shutting down")).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": "Service Unavailable"})
+        );
+    }
+
+    #[test]
+    fn error_chain_joins_every_cause() {
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let chain = error_chain(&StoreError::from(sqlite));
+        assert!(
+            chain.starts_with("database error: database or disk is full"),
+            "{chain}"
+        );
+    }
+}

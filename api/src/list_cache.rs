@@ -1,0 +1,127 @@
+//! Serialized list responses, reused until the items change.
+//!
+//! The list is read far more often than it changes, and serializing thousands of items costs
+//! more than sending them. An entry is tagged with the store revision read *before* its query
+//! ran; a write bumps the revision after it commits and before it is acknowledged, so a reader
+//! that saw the acknowledgement can never be served an entry from before the write.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use bytes::Bytes;
+
+/// Distinct first pages kept at once (one per `limit` value); bounds memory whatever clients ask.
+const MAX_ENTRIES: usize = 32;
+
+#[derive(Default)]
+pub struct ListCache {
+    entries: RwLock<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    revision: u64,
+    /// Keyed by the page size; `None` is the whole list.
+    bodies: HashMap<Option<u32>, Bytes>,
+}
+
+impl ListCache {
+    /// The cached body for this revision and page size, or `build`'s result (then cached).
+    /// Without a revision (the store cannot tell when data changes) nothing is cached.
+    pub async fn get_or_build<E, F>(
+        &self,
+        revision: Option<u64>,
+        limit: Option<u32>,
+        build: F,
+    ) -> Result<Bytes, E>
+    where
+        F: Future<Output = Result<Bytes, E>>,
+    {
+        let Some(revision) = revision else {
+            return build.await;
+        };
+        if let Some(hit) = self.lookup(revision, limit) {
+            return Ok(hit);
+        }
+        let body = build.await?;
+        self.insert(revision, limit, body.clone());
+        Ok(body)
+    }
+
+    fn lookup(&self, revision: u64, limit: Option<u32>) -> Option<Bytes> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        (entries.revision == revision)
+            .then(|| entries.bodies.get(&limit).cloned())
+            .flatten()
+    }
+
+    fn insert(&self, revision: u64, limit: Option<u32>, body: Bytes) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if revision > entries.revision {
+            entries.revision = revision;
+            entries.bodies.clear();
+        }
+        // An entry built from an older revision is already stale: drop it.
+        if revision == entries.revision && entries.bodies.len() < MAX_ENTRIES {
+            entries.bodies.insert(limit, body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    async fn get(
+        cache: &ListCache,
+        revision: Option<u64>,
+        limit: Option<u32>,
+        fresh: &'static str,
+    ) -> Bytes {
+        cache
+            .get_or_build(revision, limit, async {
+                Ok::<_, Infallible>(Bytes::from(fresh))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_the_cached_body_while_the_revision_holds() {
+        let cache = ListCache::default();
+        assert_eq!(get(&cache, Some(1), None, "first").await, "first");
+        assert_eq!(get(&cache, Some(1), None, "second").await, "first");
+    }
+
+    #[tokio::test]
+    async fn a_new_revision_rebuilds() {
+        let cache = ListCache::default();
+        get(&cache, Some(1), None, "old").await;
+        assert_eq!(get(&cache, Some(2), None, "new").await, "new");
+        assert_eq!(get(&cache, Some(2), None, "newer").await, "new");
+    }
+
+    #[tokio::test]
+    async fn a_body_built_from_an_older_revision_is_not_kept() {
+        let cache = ListCache::default();
+        get(&cache, Some(5), None, "current").await;
+        assert_eq!(get(&cache, Some(4), Some(10), "stale").await, "stale");
+        assert_eq!(get(&cache, Some(5), Some(10), "fresh").await, "fresh");
+    }
+
+    #[tokio::test]
+    async fn page_sizes_are_cached_separately() {
+        let cache = ListCache::default();
+        get(&cache, Some(1), Some(10), "ten").await;
+        assert_eq!(get(&cache, Some(1), Some(20), "twenty").await, "twenty");
+        assert_eq!(get(&cache, Some(1), Some(10), "other").await, "ten");
+    }
+
+    #[tokio::test]
+    async fn without_a_revision_nothing_is_cached() {
+        let cache = ListCache::default();
+        get(&cache, None, None, "a").await;
+        assert_eq!(get(&cache, None, None, "b").await, "b");
+    }
+}

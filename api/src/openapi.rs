@@ -1,0 +1,34 @@
+//! The OpenAPI document (3.1, generated from the route annotations) and the offline Swagger UI.
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Items API",
+        description = "List and add short text items. Errors are JSON: `{\"detail\": \"...\"}`, \
+                       or for 422 a list of `{type, loc, msg, input}`.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    tags(
+        (name = "items", description = "Stored items, newest first"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Path of the interactive documentation.
+pub const DOCS_PATH: &str = "/api/docs";
+/// Path of the machine-readable document.
+pub const SPEC_PATH: &str = "/api/openapi.json";
+
+/// Serves the spec and Swagger UI; the UI's files are compiled in, nothing is fetched at run time.
+pub fn docs_router<S>(mut spec: utoipa::openapi::OpenApi, version: &str) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    version.clone_into(&mut spec.info.version);
+    SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, spec).into()
+}

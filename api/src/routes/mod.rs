@@ -1,0 +1,14 @@
+//! Every HTTP route under `/api`, each documented in the OpenAPI spec by its own annotation.
+
+pub mod health;
+pub mod items;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(items::router())
+}

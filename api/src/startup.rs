@@ -1,0 +1,139 @@
+//! `Application`: open the store, bind the port, serve until told to stop, then shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{AppState, app};
+use crate::config::Config;
+use crate::store::sqlite::OpenError;
+use crate::store::{ItemStore, SqliteStore};
+
+/// Why the service could not start. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] OpenError),
+    #[error("cannot listen on {addr}: {cause}{hint}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot start the database: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<dyn ItemStore>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Opens and migrates the database, then binds the listener (port 0 picks a free port).
+    pub async fn build(config: &Config) -> Result<Self, StartupError> {
+        let options = config.sqlite();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(options)).await??;
+        let store: Arc<dyn ItemStore> = Arc::new(store);
+        let listener = match TcpListener::bind(config.bind_addr).await {
+            Ok(listener) => listener,
+            Err(cause) => {
+                store.close().await;
+                let hint = match cause.kind() {
+                    std::io::ErrorKind::AddrInUse => {
+                        " (another process uses this port; stop it or set BIND_ADDR)"
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need privileges; set BIND_ADDR)"
+                    }
+                    std::io::ErrorKind::AddrNotAvailable => {
+                        " (no local interface has this address; set BIND_ADDR)"
+                    }
+                    _ => "",
+                };
+                return Err(StartupError::Bind {
+                    addr: config.bind_addr,
+                    cause,
+                    hint,
+                });
+            }
+        };
+        let router = app(AppState::new(Arc::clone(&store), config));
+        Ok(Self {
+            listener,
+            router,
+            store,
+            shutdown_timeout: config.shutdown_timeout(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, gives in-flight requests up to
+    /// `SHUTDOWN_TIMEOUT_SECS` to finish, and closes the store (pending writes committed, WAL
+    /// checkpointed).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stopping = CancellationToken::new();
+        let trigger = stopping.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        tracing::info!(addr = %self.local_addr(), "listening");
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let grace = self.shutdown_timeout;
+        let deadline = async {
+            stopping.cancelled().await;
+            tracing::info!(
+                grace_seconds = grace.as_secs(),
+                "shutting down: finishing in-flight requests"
+            );
+            tokio::time::sleep(grace).await;
+        };
+        let served = tokio::select! {
+            result = std::future::IntoFuture::into_future(server) => result,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; closing them");
+                Ok(())
+            }
+        };
+        self.store.close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Completes on SIGTERM (docker stop, Kubernetes, Container Apps) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "stop requested"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "stop requested"),
+    }
+}

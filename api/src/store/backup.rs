@@ -1,0 +1,259 @@
+//! Online backup and offline restore of the SQLite database file.
+//!
+//! Backup uses `VACUUM INTO`, which reads one consistent snapshot while the service keeps
+//! serving (WAL readers do not block the writer), writes a compact copy to a temporary name,
+//! checks it, and only then renames it into place: a reader never sees a half-written backup.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a backup or restore copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    pub items: i64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("there is no database at {0}")]
+    Missing(PathBuf),
+    #[error("{0} already exists; choose a new file name or remove it first")]
+    Exists(PathBuf),
+    #[error("{path} is not a usable items database: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{action} {path}: {cause}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{action} {path}: {cause}")]
+    Sqlite {
+        action: &'static str,
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+}
+
+/// Writes a consistent copy of `database` to `destination`, which must not exist yet.
+pub fn backup(database: &Path, destination: &Path) -> Result<CopyReport, BackupError> {
+    if !database.is_file() {
+        return Err(BackupError::Missing(database.to_path_buf()));
+    }
+    if destination.exists() {
+        return Err(BackupError::Exists(destination.to_path_buf()));
+    }
+    if let Some(dir) = destination
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|source| BackupError::Io {
+            action: "cannot create the directory",
+            path: dir.to_path_buf(),
+            cause: source,
+        })?;
+    }
+    let partial = with_suffix(destination, ".partial");
+    remove_if_present(&partial)?;
+
+    // Read-write because a read-only connection cannot open a WAL database whose -shm file is
+    // missing; this connection only ever runs VACUUM INTO, which reads the source.
+    let source = open_existing(database, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let copied = source
+        .execute("VACUUM INTO ?1", [partial.to_string_lossy()])
+        .map_err(sqlite("cannot write a backup to", &partial));
+    if let Err(error) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    drop(source);
+
+    let report = match verify(&partial) {
+        Ok(report) => report,
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error);
+        }
+    };
+    sync_file(&partial)?;
+    std::fs::rename(&partial, destination).map_err(|source| BackupError::Io {
+        action: "cannot move the finished backup to",
+        path: destination.to_path_buf(),
+        cause: source,
+    })?;
+    Ok(report)
+}
+
+/// Replaces the content of `database` with `backup_file`, after checking the backup.
+///
+/// Uses SQLite's backup API, which copies under the database's own locks and works whatever
+/// journal mode the target uses. The service must be stopped: it caches what it last read.
+pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, BackupError> {
+    if !backup_file.is_file() {
+        return Err(BackupError::Missing(backup_file.to_path_buf()));
+    }
+    verify(backup_file)?;
+    if let Some(dir) = database.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| BackupError::Io {
+            action: "cannot create the directory",
+            path: dir.to_path_buf(),
+            cause: source,
+        })?;
+    }
+    let mut target = Connection::open(database).map_err(sqlite("cannot open", database))?;
+    target
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite("cannot open", database))?;
+    target
+        .restore(
+            rusqlite::MAIN_DB,
+            backup_file,
+            None::<fn(rusqlite::backup::Progress)>,
+        )
+        .map_err(sqlite("cannot restore into", database))?;
+    drop(target);
+    verify(database)
+}
+
+/// Checks that `path` is an intact items database and reports its size.
+fn verify(path: &Path) -> Result<CopyReport, BackupError> {
+    let invalid = |reason: String| BackupError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let conn = open_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .map_err(|error| invalid(error.to_string()))?;
+    if integrity != "ok" {
+        return Err(invalid(format!("integrity check failed: {integrity}")));
+    }
+    let items: i64 = conn
+        .query_row("SELECT count(*) FROM items", [], |row| row.get(0))
+        .map_err(|error| invalid(error.to_string()))?;
+    conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
+        .map_err(|error| invalid(error.to_string()))?;
+    drop(conn);
+    let bytes = std::fs::metadata(path)
+        .map_err(|source| BackupError::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            cause: source,
+        })?
+        .len();
+    Ok(CopyReport { items, bytes })
+}
+
+fn open_existing(path: &Path, mode: OpenFlags) -> Result<Connection, BackupError> {
+    let conn = Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite("cannot open", path))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite("cannot open", path))?;
+    Ok(conn)
+}
+
+fn sqlite(action: &'static str, path: &Path) -> impl FnOnce(rusqlite::Error) -> BackupError {
+    let path = path.to_path_buf();
+    move |source| BackupError::Sqlite {
+        action,
+        path,
+        cause: source,
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), BackupError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BackupError::Io {
+            action: "cannot remove the stale partial backup",
+            path: path.to_path_buf(),
+            cause: source,
+        }),
+    }
+}
+
+fn sync_file(path: &Path) -> Result<(), BackupError> {
+    std::fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| BackupError::Io {
+            action: "cannot flush",
+            path: path.to_path_buf(),
+            cause: source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database_with(dir: &Path, texts: &[&str]) -> PathBuf {
+        let path = dir.join("app.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../../migrations/0001_items.sql"))
+            .unwrap();
+        for text in texts {
+            conn.execute(
+                "INSERT INTO items (text, created_at) VALUES (?1, 'now')",
+                [text],
+            )
+            .unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn backup_copies_every_item_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database_with(dir.path(), &["a", "b"]);
+        let target = dir.path().join("backups/one.db");
+        let report = backup(&database, &target).unwrap();
+        assert_eq!(report.items, 2);
+        assert!(!with_suffix(&target, ".partial").exists());
+        assert!(matches!(
+            backup(&database, &target),
+            Err(BackupError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn backup_of_a_missing_database_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.db");
+        let error = backup(&missing, &dir.path().join("out.db")).unwrap_err();
+        assert!(matches!(error, BackupError::Missing(_)));
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn restore_replaces_the_database_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_dir = dir.path().join("source");
+        std::fs::create_dir(&source_dir).unwrap();
+        let saved = database_with(&source_dir, &["x", "y", "z"]);
+        let live = database_with(dir.path(), &["old"]);
+        let report = restore(&saved, &live).unwrap();
+        assert_eq!(report.items, 3);
+    }
+
+    #[test]
+    fn restore_refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = database_with(dir.path(), &["keep me"]);
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, b"definitely not sqlite").unwrap();
+        assert!(restore(&junk, &live).is_err());
+        assert_eq!(verify(&live).unwrap().items, 1);
+    }
+}

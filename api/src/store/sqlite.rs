@@ -1,0 +1,817 @@
+//! SQLite backend: one writer thread that commits in batches, and a small pool of readers.
+//!
+//! Every write goes through the writer, so writers never race for the lock ("database is
+//! locked" cannot happen between our own requests). The writer drains whatever is queued and
+//! commits it in one transaction: one fsync serves many requests (group commit), and a request is
+//! answered only after its transaction committed. Readers use their own connections; in WAL mode
+//! they read the last committed snapshot and never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{DatabaseStatus, Item, ItemStore, Page, StoreError};
+use crate::domain::{ItemText, now_timestamp};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_items.sql")];
+
+/// Upper bound on writes committed together, so one transaction stays short.
+const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer; past this, handlers wait (backpressure) instead of queueing more.
+const WRITE_QUEUE: usize = 4096;
+/// How long a readiness probe waits for the writer before calling the database not writable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JournalMode {
+    /// Write-ahead log: readers never block on the writer. Needs a local filesystem.
+    Wal,
+    /// Rollback journal: works on network shares (Azure Files/SMB) where WAL's shared memory does not.
+    Delete,
+}
+
+impl JournalMode {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Wal => "WAL",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives a power loss.
+    Full,
+    /// In WAL mode, fsync only at checkpoints: survives a crash of the process, but the last
+    /// commits may be lost on power loss. Faster on slow disks.
+    Normal,
+}
+
+impl Synchronous {
+    fn as_sql(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub journal_mode: JournalMode,
+    pub synchronous: Synchronous,
+    pub busy_timeout: Duration,
+    pub read_connections: usize,
+}
+
+/// Why the database could not be opened. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the database directory {path}: {cause}")]
+    CreateDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {cause}")]
+    Open {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} is read-only: the service needs to write to it and to its directory"
+    )]
+    ReadOnly { path: PathBuf },
+    #[error(
+        "the database {path} has schema version {found}, newer than this build knows ({known}); \
+         run a newer release or restore a backup"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+    #[error("the database {path} has an `items` table this service cannot use: {cause}")]
+    Schema {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error("cannot prepare the database {path}: {cause}")]
+    Setup {
+        path: PathBuf,
+        cause: rusqlite::Error,
+    },
+    #[error("cannot start the database writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteCommand>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+    read_slots: Semaphore,
+    read_connections: u32,
+    revision: Arc<AtomicU64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, then starts the writer thread.
+    pub fn open(options: SqliteOptions) -> Result<Self, OpenError> {
+        let path = options.path.clone();
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+                path: dir.to_path_buf(),
+                cause: source,
+            })?;
+        }
+        let mut conn = open_writer(&options)?;
+        migrate(&mut conn, &path)?;
+        conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
+            .map(drop)
+            .map_err(|source| OpenError::Schema {
+                path: path.clone(),
+                cause: source,
+            })?;
+
+        let readers = Arc::new(ReaderPool {
+            path: path.clone(),
+            busy_timeout: options.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Open one reader now so a problem shows at start-up, not on the first request.
+        let first_reader = readers.open().map_err(|source| OpenError::Setup {
+            path,
+            cause: source,
+        })?;
+        readers.give_back(first_reader);
+
+        let revision = Arc::new(AtomicU64::new(0));
+        let (writer, commands) = mpsc::channel(WRITE_QUEUE);
+        let writer_thread = {
+            let revision = Arc::clone(&revision);
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || run_writer(conn, commands, &revision))
+                .map_err(OpenError::Thread)?
+        };
+        let read_connections = u32::try_from(options.read_connections.max(1)).unwrap_or(u32::MAX);
+        Ok(Self {
+            writer,
+            writer_thread: Mutex::new(Some(writer_thread)),
+            readers,
+            read_slots: Semaphore::new(read_connections as usize),
+            read_connections,
+            revision,
+        })
+    }
+
+    /// Runs `query` on a pooled reader connection off the async threads.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let _slot = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("shutting down"))?;
+        let readers = Arc::clone(&self.readers);
+        let span = tracing::Span::current();
+        let result =
+            tokio::task::spawn_blocking(move || span.in_scope(|| readers.with(query))).await?;
+        Ok(result?)
+    }
+
+    /// Hands a command to the writer thread and waits for its answer.
+    async fn write<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteCommand,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(command(reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped"))?
+    }
+}
+
+#[async_trait]
+impl ItemStore for SqliteStore {
+    async fn list(&self, page: Page) -> Result<Vec<Item>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, text, created_at FROM items WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            // LIMIT -1 means no limit in SQLite.
+            let limit = page.limit.map_or(-1, i64::from);
+            let before = page.before.unwrap_or(i64::MAX);
+            let rows = statement.query_map(params![before, limit], item_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Item>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT id, text, created_at FROM items WHERE id = ?1")?
+                .query_row([id], item_from_row)
+                .optional()
+        })
+        .await
+    }
+
+    async fn create(&self, text: ItemText) -> Result<Item, StoreError> {
+        self.write(|reply| WriteCommand::Insert { text, reply })
+            .await
+    }
+
+    async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        self.write(|reply| WriteCommand::Delete { id, reply }).await
+    }
+
+    async fn status(&self) -> DatabaseStatus {
+        let read = self
+            .read(|conn| {
+                let count: i64 =
+                    conn.query_row("SELECT count(*) FROM items", [], |row| row.get(0))?;
+                let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+                Ok((count, mode))
+            })
+            .await;
+        let probe = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            self.write(|reply| WriteCommand::Probe { reply }),
+        )
+        .await;
+        let write_error = match probe {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(describe(&error)),
+            Err(_) => Some(format!(
+                "the writer did not answer within {}s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        };
+        match read {
+            Ok((count, mode)) => DatabaseStatus {
+                reachable: true,
+                writable: write_error.is_none(),
+                item_count: Some(count),
+                journal_mode: Some(mode.to_ascii_lowercase()),
+                error: write_error,
+            },
+            Err(error) => DatabaseStatus {
+                reachable: false,
+                writable: write_error.is_none(),
+                item_count: None,
+                journal_mode: None,
+                error: Some(describe(&error)),
+            },
+        }
+    }
+
+    fn revision(&self) -> Option<u64> {
+        Some(self.revision.load(Ordering::Acquire))
+    }
+
+    async fn close(&self) {
+        // Wait for in-flight reads, then refuse new ones.
+        if let Ok(all) = self.read_slots.acquire_many(self.read_connections).await {
+            all.forget();
+            self.read_slots.close();
+        }
+        self.readers.close_idle();
+        let (reply, done) = oneshot::channel();
+        if self
+            .writer
+            .send(WriteCommand::Close { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// A readable description of a storage error, with SQLite's own message when there is one.
+fn describe(error: &StoreError) -> String {
+    match error {
+        StoreError::Sqlite(inner) => format!("{error}: {inner}"),
+        other => other.to_string(),
+    }
+}
+
+fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
+    Ok(Item {
+        id: row.get(0)?,
+        text: lossless_text(row, 1)?,
+        created_at: lossless_text(row, 2)?,
+    })
+}
+
+/// Reads a TEXT column without failing the whole list on one odd row: SQLite does not check
+/// UTF-8, and files written by other tools may hold blobs or numbers in text columns.
+fn lossless_text(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(index)? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+        ValueRef::Integer(number) => number.to_string(),
+        ValueRef::Real(number) => number.to_string(),
+        ValueRef::Null => String::new(),
+    })
+}
+
+fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenError> {
+    let path = &options.path;
+    let setup = |source| OpenError::Setup {
+        path: path.clone(),
+        cause: source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| OpenError::Open {
+        path: path.clone(),
+        cause: source,
+    })?;
+    conn.busy_timeout(options.busy_timeout).map_err(setup)?;
+    // SQLite silently falls back to read-only when the file is not writable; a write shows it.
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
+        || conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err()
+    {
+        return Err(OpenError::ReadOnly { path: path.clone() });
+    }
+    let requested = options.journal_mode.as_sql();
+    let mode: String = conn
+        .query_row(&format!("PRAGMA journal_mode = {requested}"), [], |row| {
+            row.get(0)
+        })
+        .map_err(setup)?;
+    if !mode.eq_ignore_ascii_case(requested) {
+        tracing::warn!(requested, actual = %mode, "the filesystem refused the requested journal mode");
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};",
+        options.synchronous.as_sql()
+    ))
+    .map_err(setup)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+    let setup = |source| OpenError::Setup {
+        path: path.to_path_buf(),
+        cause: source,
+    };
+    let applied: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(setup)?;
+    let applied = usize::try_from(applied)
+        .ok()
+        .filter(|&applied| applied <= MIGRATIONS.len())
+        .ok_or(OpenError::TooNew {
+            path: path.to_path_buf(),
+            found: applied,
+            known: MIGRATIONS.len(),
+        })?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(setup)?;
+        tx.execute_batch(sql).map_err(setup)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(setup)?;
+        tx.commit().map_err(setup)?;
+        tracing::info!(version = index + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+/// Reader connections, opened on demand and kept for reuse.
+struct ReaderPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(self.busy_timeout)?;
+        // Readers must never write, whatever a future query says.
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = query(&conn);
+        self.give_back(conn);
+        result
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+
+    fn close_idle(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum WriteCommand {
+    Insert {
+        text: ItemText,
+        reply: Reply<Item>,
+    },
+    Delete {
+        id: i64,
+        reply: Reply<bool>,
+    },
+    /// Takes and releases the write lock: proves the database is writable right now.
+    Probe {
+        reply: Reply<()>,
+    },
+    /// Checkpoints and stops the writer after the writes queued before it.
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The outcome of one write inside a batch, answered once the batch's fate is known.
+enum Applied {
+    Insert(Reply<Item>, rusqlite::Result<Item>),
+    Delete(Reply<bool>, rusqlite::Result<bool>),
+}
+
+fn run_writer(
+    mut conn: Connection,
+    mut commands: mpsc::Receiver<WriteCommand>,
+    revision: &AtomicU64,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = commands.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Some(closed) = apply_batch(&mut conn, &mut batch, revision) {
+            commands.close();
+            // Writes that raced with shutdown are refused rather than left unanswered.
+            while let Ok(late) = commands.try_recv() {
+                refuse(late);
+            }
+            checkpoint(&conn);
+            drop(conn);
+            let _ = closed.send(());
+            return;
+        }
+    }
+    checkpoint(&conn);
+}
+
+/// Applies queued commands; returns the close request if one was among them.
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<WriteCommand>,
+    revision: &AtomicU64,
+) -> Option<oneshot::Sender<()>> {
+    let mut writes = Vec::with_capacity(batch.len());
+    let mut probes = Vec::new();
+    let mut close = None;
+    for command in batch.drain(..) {
+        match command {
+            WriteCommand::Probe { reply } => probes.push(reply),
+            WriteCommand::Close { reply } => close = Some(reply),
+            write => writes.push(write),
+        }
+    }
+    if !writes.is_empty() {
+        commit_writes(conn, writes, revision);
+    }
+    for reply in probes {
+        let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
+        let _ = reply.send(result.map_err(StoreError::from));
+    }
+    close
+}
+
+/// Runs the writes in one transaction and answers each only after the commit.
+fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, revision: &AtomicU64) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            tracing::error!(%error, "cannot begin a write transaction");
+            writes.into_iter().for_each(|write| fail(write, &error));
+            return;
+        }
+    };
+    let mut applied = Vec::with_capacity(writes.len());
+    let mut aborted: Option<rusqlite::Error> = None;
+    for write in writes {
+        if let Some(error) = &aborted {
+            fail(write, error);
+            continue;
+        }
+        let outcome = match write {
+            WriteCommand::Insert { text, reply } => Applied::Insert(reply, insert(&tx, text)),
+            WriteCommand::Delete { id, reply } => Applied::Delete(reply, delete(&tx, id)),
+            other => {
+                refuse(other);
+                continue;
+            }
+        };
+        let failed = matches!(
+            &outcome,
+            Applied::Insert(_, Err(_)) | Applied::Delete(_, Err(_))
+        );
+        // Some errors (disk full, I/O) roll back the whole transaction; nothing after them may
+        // run outside it, or a write would commit while its client is told it failed.
+        if failed && tx.is_autocommit() {
+            aborted = Some(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the write transaction was rolled back".into()),
+            ));
+        }
+        applied.push(outcome);
+    }
+    let changed = applied.iter().any(|outcome| {
+        matches!(
+            outcome,
+            Applied::Insert(_, Ok(_)) | Applied::Delete(_, Ok(true))
+        )
+    });
+    let committed = match aborted {
+        Some(error) => Err(error),
+        None => tx.commit(),
+    };
+    match committed {
+        Ok(()) => {
+            if changed {
+                revision.fetch_add(1, Ordering::Release);
+            }
+            for outcome in applied {
+                match outcome {
+                    Applied::Insert(reply, result) => {
+                        let _ = reply.send(result.map_err(StoreError::from));
+                    }
+                    Applied::Delete(reply, result) => {
+                        let _ = reply.send(result.map_err(StoreError::from));
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, writes = applied.len(), "write transaction failed; nothing was stored");
+            for outcome in applied {
+                match outcome {
+                    Applied::Insert(reply, _) => {
+                        let _ = reply.send(Err(copy_error(&error).into()));
+                    }
+                    Applied::Delete(reply, _) => {
+                        let _ = reply.send(Err(copy_error(&error).into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn insert(tx: &Connection, text: ItemText) -> rusqlite::Result<Item> {
+    let created_at = now_timestamp();
+    let id = tx
+        .prepare_cached("INSERT INTO items (text, created_at) VALUES (?1, ?2) RETURNING id")?
+        .query_row(params![text.as_str(), created_at], |row| row.get(0))?;
+    Ok(Item {
+        id,
+        text: text.into_string(),
+        created_at,
+    })
+}
+
+fn delete(tx: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let deleted = tx
+        .prepare_cached("DELETE FROM items WHERE id = ?1")?
+        .execute([id])?;
+    Ok(deleted > 0)
+}
+
+/// Answers a write that will not run with the error that stopped it.
+fn fail(write: WriteCommand, error: &rusqlite::Error) {
+    match write {
+        WriteCommand::Insert { reply, .. } => {
+            let _ = reply.send(Err(copy_error(error).into()));
+        }
+        WriteCommand::Delete { reply, .. } => {
+            let _ = reply.send(Err(copy_error(error).into()));
+        }
+        other => refuse(other),
+    }
+}
+
+/// Answers a command that arrived after shutdown began.
+fn refuse(command: WriteCommand) {
+    fn closed<T>() -> Result<T, StoreError> {
+        Err(StoreError::Unavailable("shutting down"))
+    }
+    match command {
+        WriteCommand::Insert { reply, .. } => {
+            let _ = reply.send(closed());
+        }
+        WriteCommand::Delete { reply, .. } => {
+            let _ = reply.send(closed());
+        }
+        WriteCommand::Probe { reply } => {
+            let _ = reply.send(closed());
+        }
+        WriteCommand::Close { reply } => {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// `rusqlite::Error` is not `Clone`; a batch failure is reported to every request in it.
+fn copy_error(error: &rusqlite::Error) -> rusqlite::Error {
+    match error {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
+
+/// Folds the WAL back into the database file so a stopped service leaves one tidy file.
+fn checkpoint(conn: &Connection) {
+    let mode: rusqlite::Result<String> =
+        conn.query_row("PRAGMA journal_mode", [], |row| row.get(0));
+    if !matches!(mode.as_deref(), Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
+        return;
+    }
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((0, log_frames, checkpointed)) => {
+            tracing::info!(log_frames, checkpointed, "WAL checkpointed");
+        }
+        Ok((busy, ..)) => tracing::warn!(
+            busy,
+            "WAL checkpoint could not complete; SQLite finishes it on next open"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "WAL checkpoint failed; SQLite finishes it on next open")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path) -> SqliteOptions {
+        SqliteOptions {
+            path: dir.join("app.db"),
+            journal_mode: JournalMode::Wal,
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn revision_changes_only_when_items_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let start = store.revision().unwrap();
+        assert!(!store.delete(12345).await.unwrap());
+        assert_eq!(store.revision(), Some(start));
+        let item = store.create(ItemText::parse("a").unwrap()).await.unwrap();
+        assert_eq!(store.revision(), Some(start + 1));
+        assert!(store.delete(item.id).await.unwrap());
+        assert_eq!(store.revision(), Some(start + 2));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn writes_after_close_are_refused_as_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(options(dir.path())).unwrap();
+        store.close().await;
+        let error = store
+            .create(ItemText::parse("late").unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(matches!(
+            store.list(Page::default()).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn close_checkpoints_the_wal_into_the_main_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(options(dir.path())).unwrap();
+        store
+            .create(ItemText::parse("kept").unwrap())
+            .await
+            .unwrap();
+        store.close().await;
+        let wal = dir.path().join("app.db-wal");
+        assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+        let conn = Connection::open(dir.path().join("app.db")).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("app.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        assert!(
+            matches!(error, OpenError::TooNew { found: 99, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_incompatible_items_table_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("app.db")).unwrap();
+        conn.execute_batch("CREATE TABLE items (name TEXT)")
+            .unwrap();
+        drop(conn);
+        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        assert!(matches!(error, OpenError::Schema { .. }), "{error}");
+    }
+
+    #[tokio::test]
+    async fn odd_rows_written_by_other_tools_are_read_not_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let conn = Connection::open(dir.path().join("app.db")).unwrap();
+        conn.execute(
+            "INSERT INTO items (text, created_at) VALUES (?1, 7)",
+            [&b"caf\xe9"[..]],
+        )
+        .unwrap();
+        let items = store.list(Page::default()).await.unwrap();
+        assert_eq!(items[0].text, "caf\u{fffd}");
+        assert_eq!(items[0].created_at, "7");
+        store.close().await;
+    }
+}
