@@ -356,11 +356,18 @@ fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenError> {
     })?;
     conn.busy_timeout(options.busy_timeout).map_err(setup)?;
     // SQLite silently falls back to read-only when the file is not writable; a write shows it.
-    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true)
-        || conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err()
-    {
-        return Err(OpenError::ReadOnly { path: path.clone() });
+    let read_only = || OpenError::ReadOnly { path: path.clone() };
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err(read_only());
     }
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|source| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ReadOnly) => read_only(),
+            _ => OpenError::Open {
+                path: path.clone(),
+                cause: source,
+            },
+        })?;
     let requested = options.journal_mode.as_sql();
     let mode: String = conn
         .query_row(&format!("PRAGMA journal_mode = {requested}"), [], |row| {

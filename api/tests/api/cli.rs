@@ -1,0 +1,256 @@
+//! The binary's commands and start-up errors: healthcheck, backup, restore, bad settings.
+
+use std::time::Duration;
+
+use crate::helpers::{BinaryServer, run_binary};
+
+#[test]
+fn healthcheck_exits_zero_when_the_service_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(&dir.path().join("app.db"), &[]);
+    let bind = server.addr.to_string();
+    let (code, stdout, stderr) = run_binary(&["healthcheck"], &[("BIND_ADDR", &bind)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("healthy"));
+}
+
+#[test]
+fn healthcheck_probes_loopback_for_a_wildcard_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = BinaryServer::start(&dir.path().join("app.db"), &[]);
+    let bind = format!("0.0.0.0:{}", server.addr.port());
+    let (code, _, stderr) = run_binary(&["healthcheck"], &[("BIND_ADDR", &bind)]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn healthcheck_exits_one_when_nothing_answers() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, stderr) = run_binary(&["healthcheck"], &[("BIND_ADDR", &free.to_string())]);
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: unhealthy"), "{stderr}");
+}
+
+#[tokio::test]
+async fn backup_copies_a_live_database_and_restore_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let db = db_path.to_str().unwrap();
+    let server = BinaryServer::start(&db_path, &[]);
+    let client = reqwest::Client::new();
+    for n in 0..20 {
+        let response = client
+            .post(server.url("/api/items"))
+            .json(&serde_json::json!({"text": format!("saved {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    let backup = dir.path().join("backups/app-backup.db");
+    let backup_arg = backup.to_str().unwrap();
+    let (code, stdout, stderr) = run_binary(&["backup", backup_arg], &[("DB_PATH", db)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("20 items"), "{stdout}");
+
+    // A second backup to the same file is refused, and the first stays intact.
+    let (code, _, stderr) = run_binary(&["backup", backup_arg], &[("DB_PATH", db)]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already exists"), "{stderr}");
+
+    // Change the live data, stop the service, restore, and the backup's 20 items are back.
+    client
+        .post(server.url("/api/items"))
+        .json(&serde_json::json!({"text": "after backup"}))
+        .send()
+        .await
+        .unwrap();
+    drop(server);
+    let (code, stdout, stderr) = run_binary(&["restore", backup_arg], &[("DB_PATH", db)]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("20 items"), "{stdout}");
+
+    let server = BinaryServer::start(&db_path, &[]);
+    let items: Vec<serde_json::Value> = client
+        .get(server.url("/api/items"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 20);
+    assert_eq!(items[0]["text"], "saved 19");
+}
+
+#[test]
+fn backup_of_a_missing_database_fails_clearly_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("absent.db");
+    let out = dir.path().join("out.db");
+    let (code, _, stderr) = run_binary(
+        &["backup", out.to_str().unwrap()],
+        &[("DB_PATH", db_path.to_str().unwrap())],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("there is no database at"), "{stderr}");
+    assert!(!db_path.exists() && !out.exists());
+}
+
+#[test]
+fn restore_refuses_a_file_that_is_not_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, "not sqlite").unwrap();
+    let db_path = dir.path().join("app.db");
+    let (code, _, stderr) = run_binary(
+        &["restore", junk.to_str().unwrap()],
+        &[("DB_PATH", db_path.to_str().unwrap())],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
+    let cases = [
+        ("MAX_BODY_BYTES", "lots"),
+        ("MAX_BODY_BYTES", "0"),
+        ("BIND_ADDR", "localhost"),
+        ("APP_ENV", "staging"),
+        ("LOG_FORMAT", "xml"),
+        ("SQLITE_JOURNAL_MODE", "memory"),
+        ("SQLITE_SYNCHRONOUS", "sometimes"),
+        ("STATIC_DIR", "/definitely/missing"),
+        ("REQUEST_TIMEOUT_SECS", "-1"),
+        ("DB_READ_CONNECTIONS", "0"),
+    ];
+    for (variable, value) in cases {
+        let (code, stdout, stderr) =
+            run_binary(&[], &[(variable, value), ("BIND_ADDR_UNUSED", "")]);
+        assert_eq!(code, 2, "{variable}={value}: {stdout}{stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{variable}={value}: {stderr}"
+        );
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unwritable_database_path_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let db_path = file.join("app.db");
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DB_PATH", db_path.to_str().unwrap()),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot create the database directory"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DB_PATH", "/proc/items/app.db"),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    std::fs::write(&db_path, vec![b'x'; 8192]).unwrap();
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DB_PATH", db_path.to_str().unwrap()),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a database"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[("BIND_ADDR", &addr), ("DB_PATH", db.to_str().unwrap())],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another process uses this port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_lists_every_setting_and_command() {
+    let (code, stdout, _) = run_binary(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for name in [
+        "BIND_ADDR",
+        "DB_PATH",
+        "APP_ENV",
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "MAX_BODY_BYTES",
+        "STATIC_DIR",
+        "SQLITE_JOURNAL_MODE",
+        "SQLITE_SYNCHRONOUS",
+        "SQLITE_BUSY_TIMEOUT_MS",
+        "DB_READ_CONNECTIONS",
+        "REQUEST_TIMEOUT_SECS",
+        "SHUTDOWN_TIMEOUT_SECS",
+        "BUILD_VERSION",
+        "BUILD_DATE",
+        "VCS_REF",
+        "healthcheck",
+        "backup",
+        "restore",
+    ] {
+        assert!(stdout.contains(name), "--help does not mention {name}");
+    }
+}
+
+#[test]
+fn version_shows_the_build_version() {
+    let (code, stdout, _) = run_binary(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("items-api "), "{stdout}");
+}
+
+#[test]
+fn the_service_starts_within_a_second() {
+    // Not a benchmark (scripts/bench measures start-up); a guard against start-up hanging.
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let _server = BinaryServer::start(&dir.path().join("app.db"), &[]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,310 @@
+//! Test servers: `TestApp` runs the service in-process on port 0 with a temporary database;
+//! `BinaryServer` runs the real `items-api` binary, for signals and subcommands.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use items_api::{Application, Config};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    // Kept last so the directory outlives the server.
+    _dir: Option<TempDir>,
+}
+
+impl TestApp {
+    /// A fresh service with an empty database in its own temporary directory.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db_path = dir.path().join("app.db");
+        let mut app = Self::spawn_on(&db_path, customize).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    /// A service on an existing database path (the caller owns the directory).
+    pub async fn spawn_on(db_path: &Path, customize: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::with_defaults(db_path);
+        customize(&mut config);
+        let application = Application::build(&config)
+            .await
+            .expect("the service starts");
+        let addr = application.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET is answered")
+    }
+
+    pub async fn post_json(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/items"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST is answered")
+    }
+
+    /// POSTs raw bytes with an optional content type.
+    pub async fn post_raw(
+        &self,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/api/items")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("POST is answered")
+    }
+
+    /// Adds an item and returns it, asserting a 201.
+    pub async fn add(&self, text: &str) -> Value {
+        let response = self.post_json(&serde_json::json!({ "text": text })).await;
+        assert_eq!(response.status(), 201, "adding {text:?}");
+        response.json().await.expect("JSON item")
+    }
+
+    pub async fn items(&self) -> Vec<Value> {
+        let response = self.get("/api/items").await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("JSON list")
+    }
+
+    /// Stops the service the way SIGTERM does and waits until it has closed the database.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+/// Parses a JSON body, whatever the status.
+pub async fn json_of(response: reqwest::Response) -> Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("not JSON ({error}): {text:?}"))
+}
+
+/// Asserts a FastAPI-style 422 whose first error has this `type` and `loc`.
+pub async fn assert_validation_error(response: reqwest::Response, kind: &str, loc: Value) {
+    assert_eq!(response.status(), 422);
+    assert_json_content_type(&response);
+    let body = json_of(response).await;
+    let first = &body["detail"][0];
+    assert_eq!(first["type"], kind, "{body}");
+    assert_eq!(first["loc"], loc, "{body}");
+    assert!(
+        first["msg"].as_str().is_some_and(|msg| !msg.is_empty()),
+        "{body}"
+    );
+}
+
+pub fn assert_json_content_type(response: &reqwest::Response) {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .expect("content-type");
+    assert_eq!(content_type, "application/json");
+}
+
+/// `2026-01-02T03:04:05.123456+00:00`
+pub fn assert_python_isoformat(value: &Value) {
+    let text = value.as_str().expect("created_at is a string");
+    let bytes = text.as_bytes();
+    let shape_ok = text.len() == 32
+        && text.ends_with("+00:00")
+        && bytes[10] == b'T'
+        && bytes[19] == b'.'
+        && text[..4].chars().all(|c| c.is_ascii_digit())
+        && text[20..26].chars().all(|c| c.is_ascii_digit());
+    assert!(
+        shape_ok,
+        "created_at {text:?} is not Python isoformat with microseconds"
+    );
+}
+
+/// The real binary, started with the given environment, on a free port.
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub output: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_items-api"));
+    // A test must not depend on the developer's environment.
+    for variable in [
+        "BIND_ADDR",
+        "DB_PATH",
+        "APP_ENV",
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "MAX_BODY_BYTES",
+        "STATIC_DIR",
+        "SQLITE_JOURNAL_MODE",
+        "SQLITE_SYNCHRONOUS",
+        "SHUTDOWN_TIMEOUT_SECS",
+        "BUILD_VERSION",
+        "BUILD_DATE",
+        "VCS_REF",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+impl BinaryServer {
+    pub fn start(db_path: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = binary();
+        command
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("DB_PATH", db_path)
+            .env("LOG_FORMAT", "json")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the binary starts");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (found, addr) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        collect_lines(stderr, Arc::clone(&output), None);
+        collect_lines(stdout, Arc::clone(&output), Some(found));
+        let addr = addr
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!("no 'listening' line; output: {:?}", output.lock().unwrap())
+            });
+        Self {
+            child,
+            addr,
+            output,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the service did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(needle))
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    output: Arc<Mutex<Vec<String>>>,
+    listening: Option<std::sync::mpsc::Sender<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(sender) = &listening {
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = sender.send(addr);
+                }
+            }
+            output.lock().unwrap().push(line);
+        }
+    });
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let event: Value = serde_json::from_str(line).ok()?;
+    if event["message"] != "listening" {
+        return None;
+    }
+    event["addr"].as_str()?.parse().ok()
+}
+
+/// Runs the binary to completion; returns (exit code, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = binary()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

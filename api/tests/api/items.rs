@@ -1,0 +1,247 @@
+//! The items contract: list, create, get, delete, pagination.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, assert_json_content_type, assert_python_isoformat, assert_validation_error, json_of,
+};
+
+#[tokio::test]
+async fn list_starts_as_an_empty_json_array() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/api/items").await;
+    assert_eq!(response.status(), 200);
+    assert_json_content_type(&response);
+    assert_eq!(response.text().await.unwrap(), "[]");
+}
+
+#[tokio::test]
+async fn create_answers_201_with_the_stored_item_and_its_location() {
+    let app = TestApp::spawn().await;
+    let response = app.post_json(&json!({"text": "buy milk"})).await;
+    assert_eq!(response.status(), 201);
+    assert_json_content_type(&response);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let item = json_of(response).await;
+    assert_eq!(item["text"], "buy milk");
+    assert!(item["id"].as_i64().unwrap() >= 1);
+    assert_python_isoformat(&item["created_at"]);
+    assert_eq!(location, format!("/api/items/{}", item["id"]));
+    let keys: Vec<&String> = item.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 3, "exactly id, text, created_at: {item}");
+}
+
+#[tokio::test]
+async fn create_trims_surrounding_whitespace_like_python_and_keeps_inner_whitespace() {
+    let app = TestApp::spawn().await;
+    let item = app
+        .add(" \t\u{a0}\u{3000}buy   oat\tmilk\u{2028}\u{1f}\n")
+        .await;
+    assert_eq!(item["text"], "buy   oat\tmilk");
+}
+
+#[tokio::test]
+async fn create_rejects_blank_text_with_400_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    for blank in ["", "   ", "\n\t\r", "\u{a0}\u{2003}\u{3000}"] {
+        let response = app.post_json(&json!({"text": blank})).await;
+        assert_eq!(response.status(), 400, "{blank:?}");
+        assert_json_content_type(&response);
+        assert_eq!(
+            json_of(response).await,
+            json!({"detail": "text must not be empty"})
+        );
+    }
+    assert!(app.items().await.is_empty());
+}
+
+#[tokio::test]
+async fn client_sent_id_created_at_and_unknown_fields_are_ignored() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post_json(&json!({"text": "x", "id": 999, "created_at": "1999-01-01", "extra": [1, 2]}))
+        .await;
+    let item = json_of(response).await;
+    assert_eq!(item["id"], 1);
+    assert_ne!(item["created_at"], "1999-01-01");
+    assert!(item.get("extra").is_none());
+}
+
+#[tokio::test]
+async fn unusual_text_is_stored_and_returned_byte_for_byte() {
+    let app = TestApp::spawn().await;
+    let samples = [
+        "emoji 😀 and a flag 🇺🇦",
+        "right-to-left שלום",
+        "nul\u{0}inside",
+        "quotes \" and \\ backslash",
+        "<img src=x onerror=alert(1)>",
+        "\u{200b}zero-width stays\u{200b}",
+    ];
+    for text in samples {
+        let item = app.add(text).await;
+        assert_eq!(item["text"], text);
+        let fetched = json_of(app.get(&format!("/api/items/{}", item["id"])).await).await;
+        assert_eq!(fetched["text"], text);
+    }
+    let long = "x".repeat(500_000);
+    assert_eq!(
+        app.add(&long).await["text"].as_str().unwrap().len(),
+        500_000
+    );
+}
+
+#[tokio::test]
+async fn list_is_newest_first() {
+    let app = TestApp::spawn().await;
+    for text in ["first", "second", "third"] {
+        app.add(text).await;
+    }
+    let texts: Vec<Value> = app
+        .items()
+        .await
+        .iter()
+        .map(|item| item["text"].clone())
+        .collect();
+    assert_eq!(texts, vec![json!("third"), json!("second"), json!("first")]);
+}
+
+#[tokio::test]
+async fn get_returns_one_item_or_a_json_404() {
+    let app = TestApp::spawn().await;
+    let item = app.add("one").await;
+    let response = app.get(&format!("/api/items/{}", item["id"])).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(response).await, item);
+
+    let missing = app.get("/api/items/424242").await;
+    assert_eq!(missing.status(), 404);
+    assert_json_content_type(&missing);
+    assert_eq!(json_of(missing).await, json!({"detail": "Item not found"}));
+}
+
+#[tokio::test]
+async fn a_non_integer_item_id_is_a_422() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/api/items/abc").await;
+    assert_validation_error(response, "int_parsing", json!(["path", "id"])).await;
+    let response = app
+        .client
+        .delete(app.url("/api/items/1.5"))
+        .send()
+        .await
+        .unwrap();
+    assert_validation_error(response, "int_parsing", json!(["path", "id"])).await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_item_once() {
+    let app = TestApp::spawn().await;
+    let keep = app.add("keep").await;
+    let gone = app.add("gone").await;
+    let url = app.url(&format!("/api/items/{}", gone["id"]));
+
+    let response = app.client.delete(&url).send().await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(response.text().await.unwrap().is_empty());
+    assert_eq!(app.items().await, vec![keep]);
+
+    let again = app.client.delete(&url).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+    assert_eq!(json_of(again).await, json!({"detail": "Item not found"}));
+}
+
+#[tokio::test]
+async fn ids_are_never_reused_after_a_delete() {
+    let app = TestApp::spawn().await;
+    let first = app.add("a").await;
+    app.client
+        .delete(app.url(&format!("/api/items/{}", first["id"])))
+        .send()
+        .await
+        .unwrap();
+    let second = app.add("b").await;
+    assert!(second["id"].as_i64() > first["id"].as_i64());
+}
+
+#[tokio::test]
+async fn keyset_pages_cover_the_list_without_gaps_or_repeats() {
+    let app = TestApp::spawn().await;
+    for n in 0..25 {
+        app.add(&format!("item {n}")).await;
+    }
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let path = match before {
+            Some(id) => format!("/api/items?limit=10&before={id}"),
+            None => "/api/items?limit=10".to_owned(),
+        };
+        let page: Vec<Value> = json_of(app.get(&path).await)
+            .await
+            .as_array()
+            .unwrap()
+            .clone();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        before = page.last().unwrap()["id"].as_i64();
+        seen.extend(page.into_iter().map(|item| item["id"].as_i64().unwrap()));
+    }
+    let expected: Vec<i64> = (1..=25).rev().collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn the_newest_page_reflects_each_write_at_once() {
+    let app = TestApp::spawn().await;
+    for n in 0..5 {
+        let item = app.add(&format!("n{n}")).await;
+        let page = json_of(app.get("/api/items?limit=2").await).await;
+        assert_eq!(
+            page[0], item,
+            "a cached page must never hide an acknowledged write"
+        );
+        let whole = app.items().await;
+        assert_eq!(whole[0], item);
+        assert_eq!(whole.len(), n + 1);
+    }
+}
+
+#[tokio::test]
+async fn unknown_query_parameters_are_ignored() {
+    let app = TestApp::spawn().await;
+    app.add("a").await;
+    let response = app
+        .get("/api/items?_=1700000000000&cachebust&sort=whatever")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(response).await.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_pagination_values_are_422() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("limit=abc", "int_parsing", "limit"),
+        ("limit=0", "greater_than_equal", "limit"),
+        ("limit=1001", "less_than_equal", "limit"),
+        ("limit=-1", "greater_than_equal", "limit"),
+        ("before=x", "int_parsing", "before"),
+        ("before=0", "greater_than_equal", "before"),
+        ("limit=99999999999999999999999", "int_parsing", "limit"),
+    ];
+    for (query, kind, name) in cases {
+        let response = app.get(&format!("/api/items?{query}")).await;
+        assert_validation_error(response, kind, json!(["query", name])).await;
+    }
+}
+
+#[tokio::test]
+async fn head_requests_get_headers_without_a_body() {
+    let app = TestApp::spawn().await;
+    let response = app.client.head(app.url("/api/items")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_json_content_type(&response);
+}

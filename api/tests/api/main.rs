@@ -1,0 +1,13 @@
+//! Integration tests: the real service over real HTTP on an ephemeral port with a temporary
+//! database (in-process), or the real binary where signals and exit codes matter.
+
+mod cli;
+mod concurrency;
+mod errors;
+mod health;
+mod helpers;
+mod items;
+mod persistence;
+mod proxy;
+mod shutdown;
+mod static_and_docs;
