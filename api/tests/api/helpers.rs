@@ -277,10 +277,8 @@ fn collect_lines(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if let Some(sender) = &listening {
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = sender.send(addr);
-                }
+            if let (Some(sender), Some(addr)) = (&listening, listening_addr(&line)) {
+                let _ = sender.send(addr);
             }
             output.lock().unwrap().push(line);
         }
