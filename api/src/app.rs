@@ -69,7 +69,7 @@ impl AppState {
             info: Arc::new(info),
             max_body_bytes: config.max_body_bytes(),
             request_timeout: config.request_timeout(),
-            static_dir: config.static_dir.clone().map(Arc::new),
+            static_dir: config.static_dir().cloned().map(Arc::new),
         }
     }
 }

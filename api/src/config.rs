@@ -102,7 +102,7 @@ pub struct Config {
     pub log_format: Option<LogFormat>,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `debug`, `items_api=debug,info`).
-    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info",
+    #[arg(long = "log-filter", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info",
           value_parser = parse_log_filter, global = true)]
     pub log_filter: String,
 
@@ -180,6 +180,13 @@ impl Config {
         })
     }
 
+    /// The page directory, when serving it is on.
+    pub fn static_dir(&self) -> Option<&PathBuf> {
+        self.static_dir
+            .as_ref()
+            .filter(|dir| !dir.as_os_str().is_empty())
+    }
+
     pub fn sqlite(&self) -> SqliteOptions {
         SqliteOptions {
             path: self.db_path.clone(),
@@ -209,8 +216,12 @@ fn parse_log_filter(value: &str) -> Result<String, String> {
         .map_err(|error| format!("not a valid log filter: {error}"))
 }
 
+/// An empty value turns serving the page off (an empty path, filtered out by `Config::static_dir`).
 fn parse_static_dir(value: &str) -> Result<PathBuf, String> {
     let dir = PathBuf::from(value);
+    if value.is_empty() {
+        return Ok(dir);
+    }
     if !dir.join("index.html").is_file() {
         return Err(format!("{} has no index.html", dir.display()));
     }
@@ -265,6 +276,12 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn an_empty_static_dir_turns_the_page_off() {
+        let config = parse(&["--static-dir", ""]).unwrap().config;
+        assert_eq!(config.static_dir(), None);
     }
 
     #[test]

@@ -16,6 +16,9 @@ const MAX_ENTRIES: usize = 32;
 #[derive(Default)]
 pub struct ListCache {
     entries: RwLock<Entries>,
+    /// One rebuild at a time: after a write, a burst of readers waits for one query instead of
+    /// each running its own (which costs CPU and, for big lists, memory).
+    rebuilding: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -40,6 +43,11 @@ impl ListCache {
         let Some(revision) = revision else {
             return build.await;
         };
+        if let Some(hit) = self.lookup(revision, limit) {
+            return Ok(hit);
+        }
+        let _rebuilding = self.rebuilding.lock().await;
+        // Whoever held the lock may have built exactly this entry.
         if let Some(hit) = self.lookup(revision, limit) {
             return Ok(hit);
         }
@@ -116,6 +124,32 @@ mod tests {
         get(&cache, Some(1), Some(10), "ten").await;
         assert_eq!(get(&cache, Some(1), Some(20), "twenty").await, "twenty");
         assert_eq!(get(&cache, Some(1), Some(10), "other").await, "ten");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_build_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache = std::sync::Arc::new(ListCache::default());
+        let builds = std::sync::Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, builds) = (cache.clone(), builds.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_build(Some(1), None, async {
+                            builds.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            Ok::<_, Infallible>(Bytes::from("body"))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "body");
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
