@@ -254,3 +254,23 @@ fn the_service_starts_within_a_second() {
     let _server = BinaryServer::start(&dir.path().join("app.db"), &[]);
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn the_readme_settings_table_lists_every_variable_of_help() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut help = run_binary(&["--help"], &[]).1;
+    help.push_str(&run_binary(&["healthcheck", "--help"], &[]).1);
+    let variables: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split('=').next())
+        .collect();
+    assert!(variables.len() >= 17, "{variables:?}");
+    for variable in variables {
+        assert!(
+            readme.contains(&format!("| `{variable}` |")),
+            "README's settings table lacks {variable}"
+        );
+    }
+}
