@@ -1,0 +1,41 @@
+"""Header capture for scripts/test-web.sh: answers every request with what nginx sent upstream.
+
+Not an API stand-in: it exists only to see the exact request line and headers the nginx template
+produces (Host, Connection, X-Forwarded-*, X-Request-Id), which the real API does not report.
+usage: upstream_echo.py PORT
+"""
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "version": self.request_version,
+                "headers": [[name.lower(), value] for name, value in self.headers.items()],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+        return
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()

@@ -1,0 +1,523 @@
+// The items page: lists, adds and deletes items through the items API under api/ (same origin).
+// Item data is only ever written with textContent, so an item's text can never become markup,
+// and nothing here needs inline script or style, so a strict Content-Security-Policy holds.
+(function () {
+  "use strict";
+
+  const PAGE_SIZE = 100;
+  // nginx gives up on the API after 30 s and answers 504; wait a little longer than that.
+  const REQUEST_TIMEOUT_MS = 35000;
+  const PROBE_FIRST_DELAY_MS = 1000;
+  const PROBE_MAX_DELAY_MS = 15000;
+  const CLOCK_TICK_MS = 30000;
+  // Statuses that mean "the API is not there" rather than "the API said no".
+  const GATEWAY_STATUSES = new Set([502, 503, 504]);
+
+  const el = {
+    banner: byId("banner"),
+    retryNow: byId("retry-now"),
+    form: byId("add-form"),
+    input: byId("item-text"),
+    addButton: byId("add-button"),
+    formError: byId("form-error"),
+    status: byId("list-status"),
+    statusText: byId("list-status-text"),
+    listRetry: byId("list-retry"),
+    listNotice: byId("list-notice"),
+    list: byId("items"),
+    loadMore: byId("load-more"),
+    announcer: byId("announcer"),
+  };
+
+  function byId(id) {
+    const node = document.getElementById(id);
+    if (!node) {
+      throw new Error(`index.html and app.js disagree: no element #${id}`);
+    }
+    return node;
+  }
+
+  // ---- API access ----------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.name = "ApiError";
+      this.status = status;
+    }
+  }
+
+  class UnavailableError extends Error {
+    constructor() {
+      super("API unavailable");
+      this.name = "UnavailableError";
+    }
+  }
+
+  function fetchInit(options) {
+    const init = Object.assign({}, options, {
+      cache: "no-store",
+      headers: Object.assign({ Accept: "application/json" }, options && options.headers),
+    });
+    if (typeof AbortSignal !== "undefined" && typeof AbortSignal.timeout === "function") {
+      init.signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    }
+    return init;
+  }
+
+  // Resolves with the parsed JSON body (null for 204); rejects with UnavailableError when the API
+  // cannot be reached, or ApiError carrying the API's `detail` message.
+  async function request(path, options) {
+    let response;
+    try {
+      response = await fetch(path, fetchInit(options));
+    } catch (_) {
+      throw new UnavailableError();
+    }
+    if (GATEWAY_STATUSES.has(response.status)) {
+      throw new UnavailableError();
+    }
+    apiAnswered();
+    const body = await readJson(response);
+    if (!response.ok) {
+      throw new ApiError(response.status, detailMessage(body, response.status));
+    }
+    return body;
+  }
+
+  async function readJson(response) {
+    const type = response.headers.get("Content-Type") || "";
+    if (response.status === 204 || !type.includes("json")) {
+      return null;
+    }
+    try {
+      return await response.json();
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // The API answers {"detail": "text"}, or {"detail": [{"msg": ...}, ...]} for a malformed request.
+  function detailMessage(body, status) {
+    const detail = body && body.detail;
+    if (typeof detail === "string" && detail.trim() !== "") {
+      return detail;
+    }
+    if (Array.isArray(detail)) {
+      const messages = detail
+        .map((entry) => (entry && typeof entry.msg === "string" ? entry.msg : ""))
+        .filter((msg) => msg !== "");
+      if (messages.length > 0) {
+        return messages.join("; ");
+      }
+    }
+    return `Request failed (HTTP ${status}).`;
+  }
+
+  // ---- Times ---------------------------------------------------------------------------------
+
+  const relativeFormat = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+  const UNITS = [
+    ["year", 365 * 24 * 3600],
+    ["month", 30 * 24 * 3600],
+    ["week", 7 * 24 * 3600],
+    ["day", 24 * 3600],
+    ["hour", 3600],
+    ["minute", 60],
+  ];
+
+  function parseTimestamp(value) {
+    if (typeof value !== "string") {
+      return null;
+    }
+    // The API sends microseconds; Date.parse is only specified for milliseconds. A timestamp
+    // without a zone is UTC (SQLite's own format), not local time.
+    let text = value.trim().replace(" ", "T").replace(/(\.\d{3})\d+/, "$1");
+    if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(text)) {
+      text += "Z";
+    }
+    const ms = Date.parse(text);
+    return Number.isNaN(ms) ? null : new Date(ms);
+  }
+
+  function relativeTime(date) {
+    // A server clock slightly ahead of this one must not produce "in 2 minutes".
+    const seconds = Math.min(0, Math.round((date.getTime() - Date.now()) / 1000));
+    if (seconds > -45) {
+      return "just now";
+    }
+    for (const [unit, size] of UNITS) {
+      if (-seconds >= size || unit === "minute") {
+        return relativeFormat.format(Math.round(seconds / size), unit);
+      }
+    }
+    return "";
+  }
+
+  function exactUtc(date) {
+    const iso = date.toISOString();
+    return `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
+  }
+
+  function refreshTimes() {
+    for (const time of el.list.querySelectorAll("time[datetime]")) {
+      time.textContent = relativeTime(new Date(time.dateTime));
+    }
+  }
+
+  // ---- The list ------------------------------------------------------------------------------
+
+  const rows = new Map(); // item id -> <li>
+  let oldestId = null; // keyset cursor for "Load more"
+  let hasMore = false;
+  let listGeneration = 0; // a newer full reload makes older responses stale
+
+  function renderItem(item) {
+    const li = document.createElement("li");
+    li.className = "item";
+    li.dataset.id = String(item.id);
+
+    const body = document.createElement("div");
+    body.className = "item-body";
+    const text = document.createElement("p");
+    text.className = "item-text";
+    text.textContent = item.text;
+    const time = document.createElement("time");
+    time.className = "item-time";
+    const created = parseTimestamp(item.created_at);
+    if (created) {
+      time.dateTime = created.toISOString();
+      time.title = exactUtc(created);
+      time.textContent = relativeTime(created);
+    } else {
+      time.textContent = String(item.created_at || "");
+    }
+    body.append(text, time);
+
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "button button-danger item-delete";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", `Delete “${shorten(item.text, 60)}”`);
+
+    li.append(body, remove);
+    return li;
+  }
+
+  function shorten(text, max) {
+    return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+  }
+
+  function addRows(items, where) {
+    const fragment = document.createDocumentFragment();
+    for (const item of items) {
+      if (rows.has(item.id)) {
+        continue;
+      }
+      const li = renderItem(item);
+      rows.set(item.id, li);
+      fragment.append(li);
+      if (oldestId === null || item.id < oldestId) {
+        oldestId = item.id;
+      }
+    }
+    const first = fragment.firstElementChild;
+    if (where === "top") {
+      el.list.prepend(fragment);
+    } else {
+      el.list.append(fragment);
+    }
+    return first;
+  }
+
+  function setListStatus(kind, message) {
+    el.status.hidden = kind === "ready";
+    el.status.classList.toggle("is-error", kind === "error");
+    el.listRetry.hidden = kind !== "error";
+    el.statusText.textContent = message || "";
+  }
+
+  function updateListChrome() {
+    el.loadMore.hidden = !hasMore || rows.size === 0;
+    if (rows.size > 0) {
+      setListStatus("ready");
+    } else {
+      setListStatus("empty", "No items yet. Add the first one above.");
+    }
+  }
+
+  function handleListError(error, what) {
+    if (error instanceof UnavailableError) {
+      showUnavailable();
+      if (rows.size === 0) {
+        setListStatus("unavailable", "The items will appear here when the API is back.");
+      }
+    } else if (error instanceof ApiError) {
+      if (rows.size === 0) {
+        setListStatus("error", `Could not ${what}: ${error.message}`);
+      } else {
+        showListNotice(`Could not ${what}: ${error.message}`);
+      }
+    } else {
+      setListStatus("error", `Could not ${what}.`);
+      throw error;
+    }
+  }
+
+  async function loadFirstPage() {
+    const generation = ++listGeneration;
+    el.list.setAttribute("aria-busy", "true");
+    if (rows.size === 0) {
+      setListStatus("loading", "Loading items…");
+    }
+    try {
+      const items = await request(`api/items?limit=${PAGE_SIZE}`);
+      if (generation !== listGeneration) {
+        return;
+      }
+      rows.clear();
+      oldestId = null;
+      el.list.replaceChildren();
+      addRows(items, "bottom");
+      hasMore = items.length === PAGE_SIZE;
+      showListNotice("");
+      updateListChrome();
+    } catch (error) {
+      if (generation === listGeneration) {
+        handleListError(error, "load the items");
+      }
+    } finally {
+      if (generation === listGeneration) {
+        el.list.removeAttribute("aria-busy");
+      }
+    }
+  }
+
+  async function loadMore() {
+    if (oldestId === null || el.loadMore.disabled) {
+      return;
+    }
+    const generation = listGeneration;
+    el.loadMore.disabled = true;
+    el.loadMore.textContent = "Loading…";
+    try {
+      const items = await request(`api/items?before=${encodeURIComponent(oldestId)}&limit=${PAGE_SIZE}`);
+      if (generation !== listGeneration) {
+        return;
+      }
+      const firstNew = addRows(items, "bottom");
+      hasMore = items.length === PAGE_SIZE;
+      updateListChrome();
+      // The button disappears after the last page: keep keyboard focus in the list.
+      if (el.loadMore.hidden && firstNew) {
+        firstNew.querySelector("button").focus();
+      }
+    } catch (error) {
+      handleListError(error, "load more items");
+    } finally {
+      el.loadMore.disabled = false;
+      el.loadMore.textContent = "Load more";
+    }
+  }
+
+  function showListNotice(message) {
+    el.listNotice.textContent = message;
+  }
+
+  function announce(message) {
+    el.announcer.textContent = message;
+  }
+
+  // ---- Adding and deleting -------------------------------------------------------------------
+
+  let adding = false;
+
+  function showFormError(message, invalid) {
+    el.formError.textContent = message;
+    el.input.setAttribute("aria-invalid", invalid ? "true" : "false");
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    if (adding) {
+      return;
+    }
+    adding = true;
+    el.addButton.disabled = true;
+    showFormError("", false);
+    const text = el.input.value;
+    try {
+      // The API trims and validates; its `detail` is what the user sees (e.g. for blank text).
+      const item = await request("api/items", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ text }),
+      });
+      if (el.input.value === text) {
+        el.input.value = "";
+      }
+      const li = addRows([item], "top");
+      if (li) {
+        li.classList.add("is-new");
+      }
+      updateListChrome();
+      announce(`Added: ${item.text}`);
+    } catch (error) {
+      if (error instanceof UnavailableError) {
+        showUnavailable();
+        showFormError("The API is unavailable, so the item was not saved. Try again when it is back.", false);
+      } else if (error instanceof ApiError) {
+        showFormError(error.message, error.status < 500);
+      } else {
+        showFormError("Something went wrong; the item was not saved.", false);
+        throw error;
+      }
+    } finally {
+      adding = false;
+      el.addButton.disabled = false;
+      el.input.focus();
+    }
+  }
+
+  async function onListClick(event) {
+    const button = event.target.closest(".item-delete");
+    if (!button || !el.list.contains(button)) {
+      return;
+    }
+    const li = button.closest(".item");
+    const id = Number(li.dataset.id);
+    const text = li.querySelector(".item-text").textContent;
+    button.disabled = true;
+    showListNotice("");
+    try {
+      await request(`api/items/${encodeURIComponent(id)}`, { method: "DELETE" });
+      removeRow(li, id);
+      announce(`Deleted: ${text}`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        removeRow(li, id);
+        announce("That item had already been deleted.");
+        return;
+      }
+      button.disabled = false;
+      handleListError(error, "delete the item");
+    }
+  }
+
+  function removeRow(li, id) {
+    // Keyboard users keep their place: focus moves to the neighbouring item, or to the input.
+    const next = li.nextElementSibling || li.previousElementSibling;
+    const hadFocus = li.contains(document.activeElement) || document.activeElement === document.body;
+    rows.delete(id);
+    li.remove();
+    if (hadFocus) {
+      (next ? next.querySelector("button") : el.input).focus();
+    }
+    if (rows.size === 0 && hasMore) {
+      loadFirstPage();
+    } else {
+      updateListChrome();
+    }
+  }
+
+  // ---- API unavailable: banner, then poll /api/healthz with backoff until it answers ----------
+
+  let unavailable = false;
+  let probeTimer = null;
+  let probing = false;
+  let probeDelay = PROBE_FIRST_DELAY_MS;
+
+  function showUnavailable() {
+    if (!unavailable) {
+      unavailable = true;
+      el.banner.hidden = false;
+    }
+    scheduleProbe();
+  }
+
+  function scheduleProbe() {
+    if (probeTimer !== null || probing) {
+      return;
+    }
+    const wait = probeDelay * (0.85 + Math.random() * 0.3);
+    probeDelay = Math.min(probeDelay * 2, PROBE_MAX_DELAY_MS);
+    probeTimer = setTimeout(probe, wait);
+  }
+
+  async function probe() {
+    probeTimer = null;
+    if (probing) {
+      return;
+    }
+    probing = true;
+    let healthy = false;
+    try {
+      const response = await fetch("api/healthz", fetchInit());
+      healthy = response.ok;
+    } catch (_) {
+      healthy = false;
+    } finally {
+      probing = false;
+    }
+    if (!healthy) {
+      scheduleProbe();
+      return;
+    }
+    if (unavailable) {
+      unavailable = false;
+      el.banner.hidden = true;
+      announce("The API is back.");
+    }
+    loadFirstPage();
+  }
+
+  function probeNow() {
+    if (probeTimer !== null) {
+      clearTimeout(probeTimer);
+      probeTimer = null;
+    }
+    probe();
+  }
+
+  // Any real answer from the API ends an outage. The backoff only resets here, not on a healthy
+  // probe, so an API that is alive but keeps failing requests is not hammered.
+  function apiAnswered() {
+    probeDelay = PROBE_FIRST_DELAY_MS;
+    if (unavailable) {
+      probeNow();
+    }
+  }
+
+  // ---- Wiring --------------------------------------------------------------------------------
+
+  el.form.addEventListener("submit", onSubmit);
+  el.input.addEventListener("input", () => {
+    if (el.formError.textContent !== "") {
+      showFormError("", false);
+    }
+  });
+  el.list.addEventListener("click", onListClick);
+  el.loadMore.addEventListener("click", () => loadMore());
+  el.listRetry.addEventListener("click", () => loadFirstPage());
+  el.retryNow.addEventListener("click", () => {
+    probeDelay = PROBE_FIRST_DELAY_MS;
+    probeNow();
+  });
+  window.addEventListener("online", () => {
+    if (unavailable) {
+      probeNow();
+    }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible") {
+      return;
+    }
+    refreshTimes();
+    if (unavailable) {
+      probeNow();
+    }
+  });
+  setInterval(refreshTimes, CLOCK_TICK_MS);
+
+  loadFirstPage();
+})();
