@@ -94,11 +94,17 @@ pub struct Config {
     pub db_path: PathBuf,
 
     /// Deployment environment; shown by /api/health and picks the default log format.
-    #[arg(long, env = "APP_ENV", value_enum, default_value_t = AppEnv::Development, global = true)]
+    #[arg(long, env = "APP_ENV", value_enum, ignore_case = true, default_value_t = AppEnv::Development, global = true)]
     pub app_env: AppEnv,
 
     /// Log format [default: json in production, pretty in development].
-    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        global = true
+    )]
     pub log_format: Option<LogFormat>,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `debug`, `items_api=debug,info`).
@@ -117,13 +123,13 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
 
     /// SQLite journal mode. `delete` is required on network shares such as Azure Files.
-    #[arg(long, env = "SQLITE_JOURNAL_MODE", value_enum, default_value_t = JournalMode::Wal,
+    #[arg(long, env = "SQLITE_JOURNAL_MODE", value_enum, ignore_case = true, default_value_t = JournalMode::Wal,
           global = true)]
     pub sqlite_journal_mode: JournalMode,
 
     /// When commits reach the disk. `full`: an acknowledged write survives power loss.
     /// `normal`: survives a crash of the service, may lose the last writes on power loss.
-    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full,
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, ignore_case = true, default_value_t = Synchronous::Full,
           global = true)]
     pub sqlite_synchronous: Synchronous,
 
@@ -276,6 +282,15 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn choices_are_case_insensitive() {
+        let config = parse(&["--sqlite-journal-mode", "DELETE", "--app-env", "Production"])
+            .unwrap()
+            .config;
+        assert_eq!(config.sqlite_journal_mode, JournalMode::Delete);
+        assert_eq!(config.app_env, AppEnv::Production);
     }
 
     #[test]
