@@ -16,7 +16,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -25,6 +24,7 @@ use crate::error::{canonical_reason, detail_response};
 use crate::list_cache::ListCache;
 use crate::openapi::{ApiDoc, docs_router};
 use crate::store::ItemStore;
+use crate::telemetry::ErrorCause;
 use crate::{routes, static_files, telemetry};
 
 /// What handlers share. Cheap to clone: everything is behind an `Arc`.
@@ -74,8 +74,8 @@ impl AppState {
     }
 }
 
-/// The whole HTTP service. Layers, outermost first: request id (set) → trace span and response
-/// log → request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
+/// The whole HTTP service. Layers, outermost first: request id (set) → access log → request id
+/// (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
 pub fn app(state: AppState) -> Router {
     let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
@@ -91,13 +91,7 @@ pub fn app(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(telemetry::request_span)
-                        .on_request(())
-                        .on_response(telemetry::log_response)
-                        .on_failure(()),
-                )
+                .layer(middleware::from_fn(telemetry::access_log))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(SetResponseHeaderLayer::if_not_present(
                     X_CONTENT_TYPE_OPTIONS,
@@ -141,6 +135,9 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned());
-    tracing::error!(panic = %message, "handler panicked");
-    detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+    let mut response = detail_response(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    response
+        .extensions_mut()
+        .insert(ErrorCause(format!("handler panicked: {message}")));
+    response
 }

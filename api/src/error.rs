@@ -12,6 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+use crate::telemetry::ErrorCause;
 
 /// One validation problem, as FastAPI/pydantic report it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -106,14 +107,13 @@ impl IntoResponse for AppError {
                 (status, Json(ValidationBody { detail: errors })).into_response()
             }
             Self::Store(error) => {
-                // Runs inside the request span, so the log line carries the request id.
-                let cause = error_chain(&error);
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    tracing::warn!(error = %cause, "storage unavailable");
-                } else {
-                    tracing::error!(error = %cause, "storage failure");
-                }
-                detail_response(status, canonical_reason(status))
+                // The client gets the reason phrase only; the cause goes to the access log,
+                // which writes it with the request id.
+                let mut response = detail_response(status, canonical_reason(status));
+                response
+                    .extensions_mut()
+                    .insert(ErrorCause(error_chain(&error)));
+                response
             }
             other => detail_response(status, &other.to_string()),
         }
@@ -188,6 +188,11 @@ mod tests {
         );
         let response = AppError::from(StoreError::from(sqlite)).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cause = response.extensions().get::<ErrorCause>().unwrap().0.clone();
+        assert!(
+            cause.contains("disk I/O error at /secret/path"),
+            "the log keeps the cause: {cause}"
+        );
         assert_eq!(
             body_of(response).await,
             serde_json::json!({"detail": "Internal Server Error"})

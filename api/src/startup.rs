@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +94,11 @@ impl Application {
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "listening");
-        let server = axum::serve(self.listener, self.router)
+        // No Nagle delay: responses are complete when written, and clients wait for them.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, self.router)
             .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let grace = self.shutdown_timeout;
         let deadline = async {

@@ -1,16 +1,27 @@
-//! Logging: JSON or human-readable lines, and one span per request carrying its request id.
+//! Logging: JSON or human-readable lines, and one access-log line per request.
+//!
+//! The access line carries everything about the request (method, path, status, latency, request
+//! id) and, for a 5xx, the cause that the handler attached to the response: one line tells the
+//! whole story, and no per-request span has to be formatted on the hot path.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{Request, Response};
-use tracing::Span;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+
+/// Why a request failed on the server side, attached to the response by whoever produced the
+/// 5xx and written by the access log. Never sent to the client.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
 
 /// Installs the global subscriber. A second call (tests start many servers) is a no-op.
 pub fn init(format: LogFormat, filter: &str) {
@@ -32,30 +43,39 @@ pub fn init(format: LogFormat, filter: &str) {
     };
 }
 
-/// The span every log line of a request is emitted in.
-pub fn request_span(request: &Request<Body>) -> Span {
+/// Middleware: runs the request (inside a debug-level span, so `RUST_LOG=debug` ties inner
+/// events to it) and writes the access line when the response is ready.
+pub async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let version = request.version();
     let request_id = request
         .headers()
         .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        version = ?request.version(),
-        request_id,
-    )
-}
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""));
+    let request_id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
+    let span = tracing::debug_span!("request", %method, %path, %request_id);
+    let response = next.run(request).instrument(span).await;
 
-/// One line per response: status and latency, inside the request span.
-pub fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     // Rounded to microseconds so logs show 0.261, not 0.26099999999999995.
-    let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    if response.status().is_server_error() {
-        tracing::error!(status, latency_ms, "response");
-    } else {
-        tracing::info!(status, latency_ms, "response");
+    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let cause = response
+        .extensions()
+        .get::<ErrorCause>()
+        .map(|cause| cause.0.as_str());
+    match (status, cause) {
+        (500.., Some(cause)) if status != 503 => {
+            tracing::error!(%method, %path, ?version, status, latency_ms, %request_id, error = cause, "request failed");
+        }
+        (500.., cause) => {
+            tracing::warn!(%method, %path, ?version, status, latency_ms, %request_id, error = cause, "request failed");
+        }
+        _ => {
+            tracing::info!(%method, %path, ?version, status, latency_ms, %request_id, "request");
+        }
     }
+    response
 }
