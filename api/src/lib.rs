@@ -14,6 +14,8 @@ pub mod extract;
 pub mod healthcheck;
 /// Cached list responses.
 pub mod list_cache;
+/// Batched, non-blocking log output.
+pub mod log_writer;
 /// OpenAPI document and Swagger UI.
 pub mod openapi;
 /// HTTP handlers.

@@ -58,7 +58,8 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 }
 
 fn serve(config: &Config) -> ExitCode {
-    telemetry::init(config.log_format(), &config.log_filter);
+    // Dropped at the end of this function: the last log lines are flushed before exit.
+    let _log = telemetry::init(config.log_format(), &config.log_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

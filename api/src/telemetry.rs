@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::Version;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -17,15 +17,19 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::log_writer::{self, FlushGuard};
 
 /// Why a request failed on the server side, attached to the response by whoever produced the
 /// 5xx and written by the access log. Never sent to the client.
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);
 
-/// Installs the global subscriber. A second call (tests start many servers) is a no-op.
-pub fn init(format: LogFormat, filter: &str) {
+/// Installs the global subscriber, writing to stdout in batches (see `log_writer`). Hold the
+/// returned guard until exit: dropping it flushes every pending line.
+pub fn init(format: LogFormat, filter: &str) -> FlushGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stdout().is_terminal();
+    let (stdout, guard) = log_writer::batched(std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry
@@ -34,48 +38,67 @@ pub fn init(format: LogFormat, filter: &str) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_writer(stdout),
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(stdout),
+            )
             .try_init(),
     };
+    guard
 }
 
 /// Middleware: runs the request (inside a debug-level span, so `RUST_LOG=debug` ties inner
 /// events to it) and writes the access line when the response is ready.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
+    // Cheap clones (reference-counted bytes): the request itself moves into the handler.
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let version = request.version();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .cloned()
-        .unwrap_or(HeaderValue::from_static(""));
-    let request_id = String::from_utf8_lossy(request_id.as_bytes()).into_owned();
-    let span = tracing::debug_span!("request", %method, %path, %request_id);
+    let request_id = request.headers().get("x-request-id").cloned();
+    let request_id = request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    let path = uri.path();
+    let span = tracing::debug_span!("request", %method, path, request_id);
     let response = next.run(request).instrument(span).await;
 
     let status = response.status().as_u16();
     // Rounded to microseconds so logs show 0.261, not 0.26099999999999995.
     let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    let version = http_version(version);
     let cause = response
         .extensions()
         .get::<ErrorCause>()
         .map(|cause| cause.0.as_str());
     match (status, cause) {
         (500.., Some(cause)) if status != 503 => {
-            tracing::error!(%method, %path, ?version, status, latency_ms, %request_id, error = cause, "request failed");
+            tracing::error!(%method, path, version, status, latency_ms, request_id, error = cause, "request failed");
         }
         (500.., cause) => {
-            tracing::warn!(%method, %path, ?version, status, latency_ms, %request_id, error = cause, "request failed");
+            tracing::warn!(%method, path, version, status, latency_ms, request_id, error = cause, "request failed");
         }
         _ => {
-            tracing::info!(%method, %path, ?version, status, latency_ms, %request_id, "request");
+            tracing::info!(%method, path, version, status, latency_ms, request_id, "request");
         }
     }
     response
+}
+
+fn http_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
 }
