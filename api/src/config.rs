@@ -155,16 +155,19 @@ pub struct Config {
 
     /// Version shown by /api/health and --version [default: baked in at build time].
     #[arg(long, env = "BUILD_VERSION", default_value = build::VERSION, hide_default_value = true,
+          value_parser = or_default(build::VERSION),
           global = true)]
     pub build_version: String,
 
     /// Build date shown by /api/health [default: baked in at build time, else "unknown"].
     #[arg(long, env = "BUILD_DATE", default_value = build::DATE, hide_default_value = true,
+          value_parser = or_default(build::DATE),
           global = true)]
     pub build_date: String,
 
     /// Source revision shown by /api/health [default: baked in at build time, else "unknown"].
     #[arg(long, env = "VCS_REF", default_value = build::VCS_REF, hide_default_value = true,
+          value_parser = or_default(build::VCS_REF),
           global = true)]
     pub vcs_ref: String,
 }
@@ -214,6 +217,11 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// An empty value (e.g. `BUILD_VERSION=` from an unset build argument) means the baked-in one.
+fn or_default(fallback: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |value: &str| Ok(if value.is_empty() { fallback } else { value }.to_owned())
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {
@@ -282,6 +290,15 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn empty_build_metadata_falls_back_to_the_baked_in_values() {
+        let config = parse(&["--build-version", "", "--vcs-ref", ""])
+            .unwrap()
+            .config;
+        assert_eq!(config.build_version, build::VERSION);
+        assert_eq!(config.vcs_ref, build::VCS_REF);
     }
 
     #[test]

@@ -60,10 +60,15 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 fn serve(config: &Config) -> ExitCode {
     // Dropped at the end of this function: the last log lines are flushed before exit.
     let _log = telemetry::init(config.log_format(), &config.log_filter);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // With one CPU (a pinned process, or a container limited to one core) a single-threaded
+    // scheduler does the same work without the cross-thread bookkeeping of a work-stealing one.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
