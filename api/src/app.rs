@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -97,7 +97,7 @@ pub fn app(state: AppState) -> Router {
                     X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ))
-                .layer(middleware::from_fn(json_errors))
+                .map_response(json_errors)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     request_timeout,
@@ -109,18 +109,21 @@ pub fn app(state: AppState) -> Router {
 /// Gives every error response a JSON body, whoever produced it: the router (404, and 405 with
 /// its `Allow` header), the timeout, the panic handler or the static files. Handler errors are
 /// JSON already and pass through untouched.
-async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
+fn json_errors<B>(response: axum::http::Response<B>) -> Response
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    let status = parts.status;
     let is_error = status.is_client_error() || status.is_server_error();
-    let is_json = response
-        .headers()
+    let is_json = parts
+        .headers
         .get(CONTENT_TYPE)
         .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
     if !is_error || is_json {
-        return response;
+        return Response::from_parts(parts, Body::new(body));
     }
-    let (mut parts, _) = response.into_parts();
     let replacement = detail_response(status, canonical_reason(status));
     parts.headers.remove(CONTENT_LENGTH);
     parts
