@@ -112,6 +112,24 @@ else
     fi
 fi
 
+step "executable bit: every file with a #! line is committed as executable"
+# A script committed without +x works in the tree where it was written and fails in a fresh clone.
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+    not_executable=()
+    while read -r mode _ _ file; do
+        if [[ "$mode" != 100755 ]] && head -c 2 -- "$file" 2>/dev/null | grep -q '^#!'; then
+            not_executable+=("$file")
+        fi
+    done < <(git -C "$root" ls-files -s)
+    if ((${#not_executable[@]})); then
+        fail "not executable in git (git update-index --chmod=+x): ${not_executable[*]}"
+    else
+        ok "every committed file with a #! line is executable"
+    fi
+else
+    unavailable "a git checkout" "executable bit"
+fi
+
 # --- Compose files -------------------------------------------------------------------------
 step "docker compose config: each file combination"
 # --env-file /dev/null: a developer's local .env must not change what is checked.
