@@ -1,6 +1,7 @@
 //! SIGTERM and Ctrl-C with the real binary: in-flight requests finish, acknowledged writes
 //! survive, the WAL is checkpointed, and the exit code is 0.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -97,60 +98,62 @@ fn ctrl_c_stops_the_service_with_exit_code_zero() {
     assert_eq!(server.wait(Duration::from_secs(10)), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_write_acknowledged_before_sigterm_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("app.db");
-    let mut server = BinaryServer::start(&db_path, &[]);
-    let url = server.url("/api/items");
-    let client = reqwest::Client::new();
-    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..8)
-        .map(|writer| {
-            let (client, url, acknowledged) =
-                (client.clone(), url.clone(), Arc::clone(&acknowledged));
-            tokio::spawn(async move {
-                for n in 0..200 {
-                    let body = serde_json::json!({"text": format!("w{writer}-{n}")});
-                    let Ok(response) = client.post(&url).json(&body).send().await else {
-                        break;
-                    };
-                    if response.status() != 201 {
-                        // 503 while shutting down is allowed; it must not have stored anything
-                        // the client was told about.
-                        break;
-                    }
-                    let Ok(item) = response.json::<Value>().await else {
-                        break;
-                    };
-                    acknowledged
-                        .lock()
-                        .unwrap()
-                        .push(item["id"].as_i64().unwrap());
-                }
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    server.signal("TERM");
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    assert_eq!(server.wait(Duration::from_secs(10)), 0);
+/// Writers POSTing distinct items until the service stops answering; records what was
+/// acknowledged with 201 (a refusal while shutting down is allowed, it stores nothing).
+struct WriteLoad {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acknowledged: Arc<std::sync::Mutex<Vec<i64>>>,
+}
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(
-        !acknowledged.is_empty(),
-        "the load did not run before the signal"
-    );
-    let conn = rusqlite::Connection::open(&db_path).unwrap();
-    let stored: std::collections::HashSet<i64> = conn
-        .prepare("SELECT id FROM items")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+impl WriteLoad {
+    fn start(url: String, writers: usize, per_writer: usize) -> Self {
+        let client = reqwest::Client::new();
+        let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..writers)
+            .map(|writer| {
+                let (client, url, acknowledged) =
+                    (client.clone(), url.clone(), Arc::clone(&acknowledged));
+                tokio::spawn(async move {
+                    for n in 0..per_writer {
+                        let body = serde_json::json!({"text": format!("w{writer}-{n}")});
+                        let Ok(response) = client.post(&url).json(&body).send().await else {
+                            break;
+                        };
+                        if response.status() != 201 {
+                            break;
+                        }
+                        let Ok(item) = response.json::<Value>().await else {
+                            break;
+                        };
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(item["id"].as_i64().unwrap());
+                    }
+                })
+            })
+            .collect();
+        Self {
+            tasks,
+            acknowledged,
+        }
+    }
+
+    /// Waits for every writer and returns the acknowledged ids.
+    async fn finish(self) -> Vec<i64> {
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        assert!(
+            !acknowledged.is_empty(),
+            "the load did not run before the signal"
+        );
+        acknowledged
+    }
+}
+
+fn assert_none_lost(acknowledged: &[i64], stored: &HashSet<i64>) {
     let lost: Vec<_> = acknowledged
         .iter()
         .filter(|id| !stored.contains(id))
@@ -159,43 +162,38 @@ async fn every_write_acknowledged_before_sigterm_is_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_write_acknowledged_before_sigterm_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let mut server = BinaryServer::start(&db_path, &[]);
+    let load = WriteLoad::start(server.url("/api/items"), 8, 200);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.signal("TERM");
+    let acknowledged = load.finish().await;
+    assert_eq!(server.wait(Duration::from_secs(10)), 0);
+
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let stored: HashSet<i64> = conn
+        .prepare("SELECT id FROM items")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_none_lost(&acknowledged, &stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_write_acknowledged_before_sigkill_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
     let mut server = BinaryServer::start(&db_path, &[]);
-    let url = server.url("/api/items");
-    let client = reqwest::Client::new();
-    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..8)
-        .map(|writer| {
-            let (client, url, acknowledged) =
-                (client.clone(), url.clone(), Arc::clone(&acknowledged));
-            tokio::spawn(async move {
-                for n in 0..500 {
-                    let body = serde_json::json!({"text": format!("k{writer}-{n}")});
-                    let Ok(response) = client.post(&url).json(&body).send().await else {
-                        break;
-                    };
-                    let Ok(item) = response.json::<Value>().await else {
-                        break;
-                    };
-                    acknowledged
-                        .lock()
-                        .unwrap()
-                        .push(item["id"].as_i64().unwrap());
-                }
-            })
-        })
-        .collect();
+    let load = WriteLoad::start(server.url("/api/items"), 8, 500);
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.signal("KILL");
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    let acknowledged = load.finish().await;
     server.wait(Duration::from_secs(10));
 
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(!acknowledged.is_empty());
     // The next start recovers the WAL; every acknowledged row must be there.
     let server = BinaryServer::start(&db_path, &[]);
     let items: Vec<Value> = reqwest::get(server.url("/api/items"))
@@ -204,16 +202,9 @@ async fn every_write_acknowledged_before_sigkill_is_stored() {
         .json()
         .await
         .unwrap();
-    let stored: std::collections::HashSet<i64> = items
+    let stored: HashSet<i64> = items
         .iter()
         .map(|item| item["id"].as_i64().unwrap())
         .collect();
-    let lost: Vec<_> = acknowledged
-        .iter()
-        .filter(|id| !stored.contains(id))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged but lost after SIGKILL: {lost:?}"
-    );
+    assert_none_lost(&acknowledged, &stored);
 }
