@@ -93,7 +93,7 @@ impl AppError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ItemNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -113,6 +113,13 @@ impl IntoResponse for AppError {
                 response
                     .extensions_mut()
                     .insert(ErrorCause(error_chain(&error)));
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    // Transient (stopping, or locked by another process): worth a retry soon.
+                    response.headers_mut().insert(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("1"),
+                    );
+                }
                 response
             }
             other => detail_response(status, &other.to_string()),
@@ -207,6 +214,17 @@ mod tests {
             body_of(response).await,
             serde_json::json!({"detail": "Service Unavailable"})
         );
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_is_a_503_with_retry_after() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        );
+        let response = AppError::from(StoreError::from(busy)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 
     #[test]

@@ -43,15 +43,31 @@ struct Readiness {
     database: DatabaseStatus,
 }
 
-/// Liveness: answers as long as the process serves HTTP. Touches no database.
+/// Liveness: the process serves HTTP and its storage worker runs. Touches no database.
 #[utoipa::path(
     get,
     path = "/api/healthz",
     tag = "health",
-    responses((status = 200, description = "The process is alive", body = Liveness))
+    responses(
+        (status = 200, description = "The process is alive", body = Liveness),
+        (status = 503, description = "The storage worker has stopped; restart the process", body = Liveness),
+    )
 )]
-async fn healthz() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#)
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.store.is_alive() {
+        (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json")],
+            r#"{"status":"ok"}"#,
+        )
+    } else {
+        // The storage worker has died: only a restart helps, which is what liveness is for.
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(CONTENT_TYPE, "application/json")],
+            r#"{"status":"unavailable"}"#,
+        )
+    }
 }
 
 /// Readiness and details: version, build, uptime, and whether the database can be read and written.

@@ -24,6 +24,8 @@ pub enum BackupError {
     Missing(PathBuf),
     #[error("{0} already exists; choose a new file name or remove it first")]
     Exists(PathBuf),
+    #[error(transparent)]
+    InUse(#[from] super::sqlite::OpenError),
     #[error("{path} is not a usable items database: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{action} {path}: {cause}")]
@@ -81,18 +83,26 @@ pub fn backup(database: &Path, destination: &Path) -> Result<CopyReport, BackupE
         }
     };
     sync_file(&partial)?;
-    std::fs::rename(&partial, destination).map_err(|source| BackupError::Io {
-        action: "cannot move the finished backup to",
-        path: destination.to_path_buf(),
-        cause: source,
+    // A hard link, unlike rename, fails if the destination appeared meanwhile: never clobber.
+    let published = std::fs::hard_link(&partial, destination);
+    let _ = std::fs::remove_file(&partial);
+    published.map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => BackupError::Exists(destination.to_path_buf()),
+        _ => BackupError::Io {
+            action: "cannot move the finished backup to",
+            path: destination.to_path_buf(),
+            cause: source,
+        },
     })?;
+    sync_parent(destination)?;
     Ok(report)
 }
 
 /// Replaces the content of `database` with `backup_file`, after checking the backup.
 ///
 /// Uses SQLite's backup API, which copies under the database's own locks and works whatever
-/// journal mode the target uses. The service must be stopped: it caches what it last read.
+/// journal mode the target uses. Refused while a service holds the database (it caches what it
+/// last read); ids handed out before the restore are never handed out again.
 pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, BackupError> {
     if !backup_file.is_file() {
         return Err(BackupError::Missing(backup_file.to_path_buf()));
@@ -105,10 +115,15 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
             cause: source,
         })?;
     }
+    // Refused while a service (or another restore) holds the database: the service caches what
+    // it read and would keep handing out what the restore just replaced.
+    let _owner = super::sqlite::claim_owner_lock(database)?;
     let mut target = Connection::open(database).map_err(sqlite("cannot open", database))?;
     target
         .busy_timeout(BUSY_TIMEOUT)
         .map_err(sqlite("cannot open", database))?;
+    // Ids must never be handed out twice, even after going back to an older backup.
+    let highest_id = highest_id_ever(&target).map_err(sqlite("cannot read", database))?;
     target
         .restore(
             rusqlite::MAIN_DB,
@@ -116,8 +131,47 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
             None::<fn(rusqlite::backup::Progress)>,
         )
         .map_err(sqlite("cannot restore into", database))?;
+    target
+        .execute_batch(&format!(
+            "UPDATE sqlite_sequence SET seq = max(seq, {highest_id}) WHERE name = 'items';
+             INSERT INTO sqlite_sequence (name, seq)
+               SELECT 'items', {highest_id} WHERE {highest_id} > 0
+               AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items');"
+        ))
+        .map_err(sqlite("cannot keep the id sequence of", database))?;
+    // Fold the WAL in, so the file holds everything (and its size means something).
+    target
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(sqlite("cannot checkpoint", database))?;
     drop(target);
     verify(database)
+}
+
+/// The highest id the `items` table ever handed out (0 for a new database).
+fn highest_id_ever(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_table = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|count| count > 0)
+    };
+    let mut highest = 0;
+    if has_table("sqlite_sequence")? {
+        let sequence: Option<i64> = conn.query_row(
+            "SELECT max(seq) FROM sqlite_sequence WHERE name = 'items'",
+            [],
+            |row| row.get(0),
+        )?;
+        highest = sequence.unwrap_or(0);
+    }
+    if has_table("items")? {
+        let max_id: Option<i64> =
+            conn.query_row("SELECT max(id) FROM items", [], |row| row.get(0))?;
+        highest = highest.max(max_id.unwrap_or(0));
+    }
+    Ok(highest)
 }
 
 /// Checks that `path` is an intact items database and reports its size.
@@ -138,6 +192,15 @@ fn verify(path: &Path) -> Result<CopyReport, BackupError> {
         .map_err(|error| invalid(error.to_string()))?;
     conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
         .map_err(|error| invalid(error.to_string()))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|error| invalid(error.to_string()))?;
+    if usize::try_from(version).map_or(true, |version| version > super::sqlite::SCHEMA_VERSION) {
+        return Err(invalid(format!(
+            "its schema version {version} is newer than this build knows ({})",
+            super::sqlite::SCHEMA_VERSION
+        )));
+    }
     drop(conn);
     let bytes = std::fs::metadata(path)
         .map_err(|source| BackupError::Io {
@@ -170,6 +233,20 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Makes a new directory entry durable (the file's own data is synced separately).
+fn sync_parent(path: &Path) -> Result<(), BackupError> {
+    let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| BackupError::Io {
+            action: "cannot flush the directory",
+            path: dir.to_path_buf(),
+            cause: source,
+        })
 }
 
 fn remove_if_present(path: &Path) -> Result<(), BackupError> {
@@ -245,6 +322,51 @@ mod tests {
         let live = database_with(dir.path(), &["old"]);
         let report = restore(&saved, &live).unwrap();
         assert_eq!(report.items, 3);
+    }
+
+    #[test]
+    fn restore_never_lets_an_id_be_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = database_with(dir.path(), &["a", "b"]);
+        let saved = dir.path().join("saved.db");
+        backup(&live, &saved).unwrap();
+        let conn = Connection::open(&live).unwrap();
+        conn.execute(
+            "INSERT INTO items (text, created_at) VALUES ('c', 'now')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+
+        restore(&saved, &live).unwrap();
+        let conn = Connection::open(&live).unwrap();
+        conn.execute(
+            "INSERT INTO items (text, created_at) VALUES ('d', 'now')",
+            [],
+        )
+        .unwrap();
+        let newest: i64 = conn
+            .query_row("SELECT max(id) FROM items", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(newest, 4, "id 3 was handed out before the restore");
+    }
+
+    #[test]
+    fn restore_refuses_a_backup_from_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_dir = dir.path().join("source");
+        std::fs::create_dir(&source_dir).unwrap();
+        let newer = database_with(&source_dir, &["x"]);
+        Connection::open(&newer)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let live = database_with(dir.path(), &["keep"]);
+        assert!(matches!(
+            restore(&newer, &live),
+            Err(BackupError::Invalid { .. })
+        ));
+        assert_eq!(verify(&live).unwrap().items, 1);
     }
 
     #[test]

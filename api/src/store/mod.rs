@@ -71,6 +71,21 @@ pub enum StoreError {
     Worker(#[from] tokio::task::JoinError),
 }
 
+impl StoreError {
+    /// Failures that go away by themselves: the service is stopping, or the database is locked by
+    /// another process (a backup in `delete` journal mode) for longer than the busy timeout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Sqlite(error) => matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::Worker(_) => false,
+        }
+    }
+}
+
 #[async_trait]
 pub trait ItemStore: Send + Sync + 'static {
     /// Items newest first (highest id first).
@@ -89,6 +104,12 @@ pub trait ItemStore: Send + Sync + 'static {
     /// A number that changes whenever the set of items changes, for caching reads.
     /// `None` when the backend cannot tell (for example, other processes write too).
     fn revision(&self) -> Option<u64>;
+
+    /// Whether the store can still work at all (its worker has not died). Checked by liveness,
+    /// so a broken process gets restarted; touches no database.
+    fn is_alive(&self) -> bool {
+        true
+    }
 
     /// Finishes pending writes and leaves the database tidy (WAL checkpointed).
     async fn close(&self);

@@ -20,6 +20,8 @@ use crate::domain::{ItemText, now_timestamp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_items.sql")];
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Upper bound on writes committed together, so one transaction stays short.
 const MAX_BATCH: usize = 512;
@@ -110,15 +112,62 @@ pub enum OpenError {
     },
     #[error("cannot start the database writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "the database {path} is in use by another process (another items-api serving it, or a \
+         restore); stop that first (lock file: {lock})"
+    )]
+    InUse { path: PathBuf, lock: String },
+    #[error("cannot create the lock file {path}: {cause}")]
+    LockFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// The file whose OS lock marks a database as served by one process.
+pub fn owner_lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Claims the database for this process: a second service, or a restore, on the same file is
+/// refused instead of silently sharing it (each would cache what the other changed). An OS lock
+/// (flock) on `<database>.lock`, released when the file is closed or the process dies, even on
+/// SIGKILL. Where the filesystem cannot lock, the claim is skipped with a warning.
+pub fn claim_owner_lock(database: &Path) -> Result<Option<std::fs::File>, OpenError> {
+    let lock_path = owner_lock_path(database);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|cause| OpenError::LockFile {
+            path: lock_path.clone(),
+            cause,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: database.to_path_buf(),
+            lock: lock_path.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(error)) => {
+            tracing::warn!(%error, lock = %lock_path.display(), "cannot lock the database owner file; continuing without");
+            Ok(None)
+        }
+    }
 }
 
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteCommand>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
-    read_slots: Semaphore,
+    read_slots: Arc<Semaphore>,
     read_connections: u32,
     revision: Arc<AtomicU64>,
+    /// Held while the store is open; see `claim_owner_lock`.
+    owner: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -131,6 +180,7 @@ impl SqliteStore {
                 cause: source,
             })?;
         }
+        let owner = claim_owner_lock(&path)?;
         let mut conn = open_writer(&options)?;
         migrate(&mut conn, &path)?;
         conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
@@ -166,9 +216,10 @@ impl SqliteStore {
             writer,
             writer_thread: Mutex::new(Some(writer_thread)),
             readers,
-            read_slots: Semaphore::new(read_connections as usize),
+            read_slots: Arc::new(Semaphore::new(read_connections as usize)),
             read_connections,
             revision,
+            owner: Mutex::new(owner),
         })
     }
 
@@ -178,15 +229,19 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _slot = self
-            .read_slots
-            .acquire()
+        // The blocking task owns the slot: if the request is cancelled (timeout, client gone), the
+        // read still counts until it has really finished, so close() waits for it.
+        let slot = Arc::clone(&self.read_slots)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("shutting down"))?;
         let readers = Arc::clone(&self.readers);
         let span = tracing::Span::current();
-        let result =
-            tokio::task::spawn_blocking(move || span.in_scope(|| readers.with(query))).await?;
+        let result = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            span.in_scope(|| readers.with(query))
+        })
+        .await?;
         Ok(result?)
     }
 
@@ -284,6 +339,11 @@ impl ItemStore for SqliteStore {
         Some(self.revision.load(Ordering::Acquire))
     }
 
+    fn is_alive(&self) -> bool {
+        // The writer thread holds the receiver; if it has ended, no write can ever succeed.
+        !self.writer.is_closed()
+    }
+
     async fn close(&self) {
         // Wait for in-flight reads, then refuse new ones.
         if let Ok(all) = self.read_slots.acquire_many(self.read_connections).await {
@@ -308,6 +368,13 @@ impl ItemStore for SqliteStore {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Only now may another process take the database over.
+        drop(
+            self.owner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 
@@ -578,10 +645,13 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, revision: &At
         // Some errors (disk full, I/O) roll back the whole transaction; nothing after them may
         // run outside it, or a write would commit while its client is told it failed.
         if failed && tx.is_autocommit() {
-            aborted = Some(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                Some("the write transaction was rolled back".into()),
-            ));
+            let cause = match &outcome {
+                Applied::Insert(_, Err(error)) | Applied::Delete(_, Err(error)) => {
+                    copy_error(error)
+                }
+                _ => unreachable!("`failed` means the outcome is an error"),
+            };
+            aborted = Some(cause);
         }
         applied.push(outcome);
     }
@@ -700,20 +770,18 @@ fn checkpoint(conn: &Connection) {
     if !matches!(mode.as_deref(), Ok(mode) if mode.eq_ignore_ascii_case("wal")) {
         return;
     }
+    // TRUNCATE resets SQLite's frame counters, so the WAL's size is measured beforehand.
+    let wal_bytes = conn
+        .path()
+        .and_then(|path| std::fs::metadata(format!("{path}-wal")).ok())
+        .map_or(0, |metadata| metadata.len());
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
+        row.get::<_, i64>(0)
     }) {
-        Ok((0, log_frames, checkpointed)) => {
-            tracing::info!(log_frames, checkpointed, "WAL checkpointed");
+        Ok(0) => tracing::info!(wal_bytes, "WAL checkpointed"),
+        Ok(_) => {
+            tracing::warn!("WAL checkpoint could not complete; SQLite finishes it on next open")
         }
-        Ok((busy, ..)) => tracing::warn!(
-            busy,
-            "WAL checkpoint could not complete; SQLite finishes it on next open"
-        ),
         Err(error) => {
             tracing::warn!(%error, "WAL checkpoint failed; SQLite finishes it on next open")
         }
@@ -780,6 +848,17 @@ mod tests {
             .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(options(dir.path())).unwrap();
+        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        assert!(matches!(error, OpenError::InUse { .. }), "{error}");
+        first.close().await;
+        let second = SqliteStore::open(options(dir.path())).unwrap();
+        second.close().await;
     }
 
     #[test]

@@ -88,6 +88,36 @@ async fn backup_copies_a_live_database_and_restore_brings_it_back() {
 }
 
 #[test]
+fn restore_is_refused_while_the_service_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let db = db_path.to_str().unwrap();
+    let _server = BinaryServer::start(&db_path, &[]);
+    let backup = dir.path().join("b.db");
+    let (code, _, stderr) = run_binary(&["backup", backup.to_str().unwrap()], &[("DB_PATH", db)]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run_binary(&["restore", backup.to_str().unwrap()], &[("DB_PATH", db)]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
+fn a_second_service_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app.db");
+    let _server = BinaryServer::start(&db_path, &[]);
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DB_PATH", db_path.to_str().unwrap()),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
 fn backup_of_a_missing_database_fails_clearly_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("absent.db");
