@@ -74,8 +74,8 @@ impl AppState {
     }
 }
 
-/// The whole HTTP service. Layers, outermost first: request id (set) → access log → request id
-/// (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
+/// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
+/// request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
 pub fn app(state: AppState) -> Router {
     let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
@@ -90,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unusable_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(middleware::from_fn(telemetry::access_log))
                 .layer(PropagateRequestIdLayer::x_request_id())
@@ -130,6 +131,24 @@ where
         .headers
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, replacement.into_body())
+}
+
+/// A caller's `X-Request-Id` is kept only if it is a plain token (letters, digits, `._:-`, at
+/// most 128 bytes), the same rule as the Nginx tier; otherwise a new id is generated. Ids end up
+/// in logs and response headers, so they must not carry anything else.
+fn drop_unusable_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let usable = request.headers().get("x-request-id").is_none_or(|id| {
+        let id = id.as_bytes();
+        !id.is_empty()
+            && id.len() <= 128
+            && id
+                .iter()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"._:-".contains(byte))
+    });
+    if !usable {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {

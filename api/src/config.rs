@@ -48,7 +48,8 @@ pub enum Command {
     /// 200, 1 otherwise. For container health checks in images without a shell or curl.
     Healthcheck {
         /// Give up after this many milliseconds.
-        #[arg(long, env = "HEALTHCHECK_TIMEOUT_MS", default_value_t = 2000,
+        #[arg(long, env = "HEALTHCHECK_TIMEOUT_MS", value_name = "HEALTHCHECK_TIMEOUT_MS",
+              default_value_t = 2000,
               value_parser = clap::value_parser!(u64).range(1..=60_000))]
         timeout_ms: u64,
     },
@@ -173,9 +174,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// Settings for tests and embedding: everything at its default, the database at `db_path`.
+    /// Settings for tests and embedding: everything at its default (whatever the environment
+    /// says), the database at `db_path`, a free port on loopback.
     pub fn with_defaults(db_path: impl Into<PathBuf>) -> Self {
-        let mut config = Cli::parse_from(["items-api"]).config;
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["items-api"])
+            .expect("the defaults are valid settings");
+        let mut config = Cli::from_arg_matches(&matches)
+            .expect("the defaults are valid settings")
+            .config;
         config.db_path = db_path.into();
         config.static_dir = None;
         config.bind_addr = SocketAddr::from(([127, 0, 0, 1], 0));

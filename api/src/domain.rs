@@ -45,8 +45,9 @@ pub fn python_strip(raw: &str) -> &str {
     raw.trim_matches(is_python_whitespace)
 }
 
-/// A UTC timestamp in the format Python's `datetime.isoformat()` gives an aware UTC datetime,
-/// always with microseconds: `2026-01-02T03:04:05.123456+00:00`.
+/// A UTC timestamp in the format Python's `datetime.isoformat()` gives an aware UTC datetime:
+/// `2026-01-02T03:04:05.123456+00:00`. Python leaves the fraction out when it is zero; we always
+/// write it, which every isoformat parser (Python's `fromisoformat` included) reads the same.
 pub fn format_timestamp(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
     format!(

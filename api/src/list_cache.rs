@@ -10,8 +10,11 @@ use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
 
-/// Distinct first pages kept at once (one per `limit` value); bounds memory whatever clients ask.
+/// Distinct first pages kept at once (one per `limit` value).
 const MAX_ENTRIES: usize = 32;
+/// Bytes kept at once. Items can be up to a megabyte each, so the entry count alone would not
+/// bound memory; a body that does not fit is served but not kept.
+const MAX_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct ListCache {
@@ -24,6 +27,7 @@ pub struct ListCache {
 #[derive(Default)]
 struct Entries {
     revision: u64,
+    bytes: usize,
     /// Keyed by the page size; `None` is the whole list.
     bodies: HashMap<Option<u32>, Bytes>,
 }
@@ -68,9 +72,12 @@ impl ListCache {
         if revision > entries.revision {
             entries.revision = revision;
             entries.bodies.clear();
+            entries.bytes = 0;
         }
         // An entry built from an older revision is already stale: drop it.
-        if revision == entries.revision && entries.bodies.len() < MAX_ENTRIES {
+        let fits = entries.bodies.len() < MAX_ENTRIES && entries.bytes + body.len() <= MAX_BYTES;
+        if revision == entries.revision && fits && !entries.bodies.contains_key(&limit) {
+            entries.bytes += body.len();
             entries.bodies.insert(limit, body);
         }
     }
@@ -150,6 +157,21 @@ mod tests {
             assert_eq!(task.await.unwrap(), "body");
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_in_bytes_not_just_entries() {
+        let cache = ListCache::default();
+        let big = || async { Ok::<_, Infallible>(Bytes::from(vec![b'x'; MAX_BYTES / 2 + 1])) };
+        cache.get_or_build(Some(1), Some(1), big()).await.unwrap();
+        cache.get_or_build(Some(1), Some(2), big()).await.unwrap();
+        let kept = cache.entries.read().unwrap();
+        assert_eq!(
+            kept.bodies.len(),
+            1,
+            "the second body did not fit and was not kept"
+        );
+        assert!(kept.bytes <= MAX_BYTES);
     }
 
     #[tokio::test]

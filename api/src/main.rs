@@ -48,12 +48,20 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::SUCCESS;
     }
+    // clap's first paragraph says what is wrong and, where it helps, what is possible (missing
+    // argument names, valid values); the usage lines after it are left out to keep one line.
     let rendered = error.render().to_string();
-    let first_line = rendered
+    let message: Vec<&str> = rendered
         .lines()
-        .next()
-        .unwrap_or("error: invalid arguments");
-    eprintln!("{first_line} (see `items-api --help`)");
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = if message.is_empty() {
+        "error: invalid arguments".to_owned()
+    } else {
+        message.join(" ")
+    };
+    eprintln!("{message} (see `items-api --help`)");
     ExitCode::from(2)
 }
 

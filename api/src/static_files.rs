@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::get_service;
 use tower::ServiceBuilder;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -28,5 +30,8 @@ pub fn router(dir: &Path) -> Router {
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .service(ServeDir::new(dir).append_index_html_on_directories(true));
+    // Only GET and HEAD read files; any other method on a path that is not an API route is
+    // simply unknown (404), not "method not allowed" on a file.
+    let files = get_service(files).fallback(|| async { StatusCode::NOT_FOUND });
     Router::new().fallback_service(files)
 }

@@ -77,7 +77,7 @@
     if (GATEWAY_STATUSES.has(response.status)) {
       throw new UnavailableError();
     }
-    apiAnswered();
+    apiAnswered(response.ok);
     const body = await readJson(response);
     if (!response.ok) {
       throw new ApiError(response.status, detailMessage(body, response.status));
@@ -171,6 +171,10 @@
   let oldestId = null; // keyset cursor for "Load more"
   let hasMore = false;
   let listGeneration = 0; // a newer full reload makes older responses stale
+  // What this page changed since the latest full reload was sent: its response may predate these
+  // changes, so it must neither drop an item just added nor bring back one just deleted.
+  const addedSinceReload = new Set(); // item ids
+  const deletedSinceReload = new Set(); // item ids
 
   function renderItem(item) {
     const li = document.createElement("li");
@@ -266,6 +270,9 @@
 
   async function loadFirstPage() {
     const generation = ++listGeneration;
+    // Changes whose answer came before this request is sent are in its response.
+    addedSinceReload.clear();
+    deletedSinceReload.clear();
     el.list.setAttribute("aria-busy", "true");
     if (rows.size === 0) {
       setListStatus("loading", "Loading items…");
@@ -275,13 +282,14 @@
       if (generation !== listGeneration) {
         return;
       }
-      rows.clear();
-      oldestId = null;
-      el.list.replaceChildren();
-      addRows(items, "bottom");
+      replaceFirstPage(items);
       hasMore = items.length === PAGE_SIZE;
       showListNotice("");
       updateListChrome();
+      if (addUncertain) {
+        addUncertain = false;
+        showFormError("The API is back and the list is up to date. If your item is not in it, add it again.", false);
+      }
     } catch (error) {
       if (generation === listGeneration) {
         handleListError(error, "load the items");
@@ -293,16 +301,50 @@
     }
   }
 
+  // Replaces the list with a freshly loaded first page (newest first), except for changes made here
+  // while it was loading: an item added meanwhile is newer than the page's newest item and is
+  // kept (its row stays in place, with its focus); an item deleted meanwhile is left out.
+  function replaceFirstPage(items) {
+    const newestLoaded = items.reduce((newest, item) => Math.max(newest, item.id), -Infinity);
+    const keep = new Set();
+    for (const id of addedSinceReload) {
+      if (id > newestLoaded && rows.has(id)) {
+        keep.add(id);
+      }
+    }
+    oldestId = null;
+    for (const [id, li] of rows) {
+      if (keep.has(id)) {
+        oldestId = oldestId === null ? id : Math.min(oldestId, id);
+      } else {
+        rows.delete(id);
+        li.remove();
+      }
+    }
+    // Anything else in the list (there should be nothing) goes too.
+    for (const child of Array.from(el.list.children)) {
+      if (!keep.has(Number(child.dataset.id))) {
+        child.remove();
+      }
+    }
+    addRows(items.filter((item) => !deletedSinceReload.has(item.id)), "bottom");
+    addedSinceReload.clear();
+    deletedSinceReload.clear();
+  }
+
   async function loadMore() {
     if (oldestId === null || el.loadMore.disabled) {
       return;
     }
     const generation = listGeneration;
+    const cursor = oldestId;
     el.loadMore.disabled = true;
     el.loadMore.textContent = "Loading…";
     try {
-      const items = await request(`api/items?before=${encodeURIComponent(oldestId)}&limit=${PAGE_SIZE}`);
-      if (generation !== listGeneration) {
+      const items = await request(`api/items?before=${encodeURIComponent(cursor)}&limit=${PAGE_SIZE}`);
+      // A reload that started or finished meanwhile owns the list now; the next page must follow
+      // the list's current oldest item, or it would leave a gap.
+      if (generation !== listGeneration || cursor !== oldestId) {
         return;
       }
       const firstNew = addRows(items, "bottom");
@@ -331,6 +373,8 @@
   // ---- Adding and deleting -------------------------------------------------------------------
 
   let adding = false;
+  // A POST that got no real answer may still have been committed; the reload on recovery tells.
+  let addUncertain = false;
 
   function showFormError(message, invalid) {
     el.formError.textContent = message;
@@ -345,6 +389,7 @@
     adding = true;
     el.addButton.disabled = true;
     showFormError("", false);
+    addUncertain = false;
     const text = el.input.value;
     try {
       // The API trims and validates; its `detail` is what the user sees (e.g. for blank text).
@@ -356,6 +401,7 @@
       if (el.input.value === text) {
         el.input.value = "";
       }
+      addedSinceReload.add(item.id);
       const li = addRows([item], "top");
       if (li) {
         li.classList.add("is-new");
@@ -364,8 +410,13 @@
       announce(`Added: ${item.text}`);
     } catch (error) {
       if (error instanceof UnavailableError) {
+        // A request that timed out (or a 504) may have been committed all the same.
+        addUncertain = true;
         showUnavailable();
-        showFormError("The API is unavailable, so the item was not saved. Try again when it is back.", false);
+        showFormError(
+          "The API is unavailable, so the item may not have been saved. The list will reload to check when the API is back.",
+          false,
+        );
       } else if (error instanceof ApiError) {
         showFormError(error.message, error.status < 500);
       } else {
@@ -404,11 +455,15 @@
     }
   }
 
-  function removeRow(li, id) {
+  function removeRow(clicked, id) {
+    deletedSinceReload.add(id);
+    // A reload while the DELETE was under way may have replaced the clicked row with a fresh one.
+    const li = rows.get(id) || clicked;
     // Keyboard users keep their place: focus moves to the neighbouring item, or to the input.
     const next = li.nextElementSibling || li.previousElementSibling;
     const hadFocus = li.contains(document.activeElement) || document.activeElement === document.body;
     rows.delete(id);
+    clicked.remove();
     li.remove();
     if (hadFocus) {
       (next ? next.querySelector("button") : el.input).focus();
@@ -479,10 +534,13 @@
     probe();
   }
 
-  // Any real answer from the API ends an outage. The backoff only resets here, not on a healthy
-  // probe, so an API that is alive but keeps failing requests is not hammered.
-  function apiAnswered() {
-    probeDelay = PROBE_FIRST_DELAY_MS;
+  // Any real answer from the API (not a 502/503/504) ends an outage: probe now, which reloads the
+  // list. The backoff resets only when a real API call succeeds (2xx), not on an error answer
+  // (4xx, 500) nor on a healthy probe, so an API that is alive but keeps failing is not hammered.
+  function apiAnswered(succeeded) {
+    if (succeeded) {
+      probeDelay = PROBE_FIRST_DELAY_MS;
+    }
     if (unavailable) {
       probeNow();
     }

@@ -81,6 +81,26 @@ async fn a_request_id_from_the_proxy_is_echoed() {
 }
 
 #[tokio::test]
+async fn an_unusable_request_id_is_replaced() {
+    let app = TestApp::spawn().await;
+    for bad in ["has space", "quote\"", &"x".repeat(129), "semi;colon"] {
+        let response = app
+            .client
+            .get(app.url("/api/healthz"))
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(echoed, bad);
+        assert_eq!(echoed.len(), 36, "a fresh UUID: {echoed}");
+    }
+}
+
+#[tokio::test]
 async fn a_request_id_is_generated_when_absent() {
     let app = TestApp::spawn().await;
     let first = app.get("/api/healthz").await.headers()["x-request-id"].clone();

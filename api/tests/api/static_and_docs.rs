@@ -35,6 +35,11 @@ async fn with_static_dir_the_page_is_served_at_the_root_beside_the_api() {
     let missing = app.get("/no-such-file.js").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(json_of(missing).await["detail"], "Not Found");
+    for path in ["/api/nope", "/index.html", "/"] {
+        let response = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "POST {path}");
+        assert_eq!(json_of(response).await["detail"], "Not Found");
+    }
 }
 
 #[tokio::test]
