@@ -173,6 +173,33 @@ pub struct Config {
     pub vcs_ref: String,
 }
 
+impl Cli {
+    /// Reads the command line and the environment. `--version` prints the version `/api/health`
+    /// reports: `BUILD_VERSION` from the environment when set (an image sets it at run time),
+    /// else the one baked in at build time.
+    pub fn from_env_and_args() -> Result<Self, clap::Error> {
+        let version = std::env::var("BUILD_VERSION").unwrap_or_default();
+        Self::parse_with_version(std::env::args_os(), &version)
+    }
+
+    fn parse_with_version<I, T>(args: I, version: &str) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let version = if version.is_empty() {
+            build::VERSION
+        } else {
+            version
+        };
+        let matches = Self::command()
+            .version(version.to_owned())
+            .try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
+}
+
 impl Config {
     /// Settings for tests and embedding: everything at its default (whatever the environment
     /// says), the database at `db_path`, a free port on loopback.
@@ -258,6 +285,15 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("items-api").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn version_flag_shows_the_run_time_build_version_else_the_baked_in_one() {
+        for (set, shown) in [("7.8.9-rc1", "7.8.9-rc1"), ("", build::VERSION)] {
+            let error = Cli::parse_with_version(["items-api", "--version"], set).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::DisplayVersion);
+            assert_eq!(error.render().to_string(), format!("items-api {shown}\n"));
+        }
     }
 
     #[test]

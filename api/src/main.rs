@@ -3,13 +3,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use items_api::store::backup;
 use items_api::{Application, Cli, Command, Config, healthcheck, startup, telemetry};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::from_env_and_args() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
     };

@@ -289,6 +289,10 @@ fn version_shows_the_build_version() {
     let (code, stdout, _) = run_binary(&["--version"], &[]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("items-api "), "{stdout}");
+    // The image sets BUILD_VERSION at run time; --version agrees with /api/health.
+    let (code, stdout, _) = run_binary(&["--version"], &[("BUILD_VERSION", "3.1.4-e2e")]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout, "items-api 3.1.4-e2e\n");
 }
 
 #[test]
