@@ -153,13 +153,22 @@ impl Drop for FlushGuard {
     }
 }
 
+/// An in-memory output for tests, usable as a plain writer and as a tracing `MakeWriter`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
+pub(crate) mod testing {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
 
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    pub struct Sink(pub Arc<Mutex<Vec<u8>>>);
+
+    impl Sink {
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
 
     impl Write for Sink {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -170,6 +179,20 @@ mod tests {
             Ok(())
         }
     }
+
+    impl<'a> MakeWriter<'a> for Sink {
+        type Writer = Sink;
+        fn make_writer(&'a self) -> Sink {
+            self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Sink;
+    use super::*;
+    use std::time::Instant;
 
     #[test]
     fn lines_arrive_in_order_within_the_flush_interval() {
@@ -185,10 +208,7 @@ mod tests {
         while sink.0.lock().unwrap().len() < expected.len() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(
-            String::from_utf8(sink.0.lock().unwrap().clone()).unwrap(),
-            expected
-        );
+        assert_eq!(sink.text(), expected);
     }
 
     #[test]
@@ -220,7 +240,7 @@ mod tests {
             thread.join().unwrap();
         }
         drop(guard);
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let text = sink.text();
         assert_eq!(text.lines().count(), 4000);
         assert!(
             text.lines()

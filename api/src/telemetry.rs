@@ -186,33 +186,13 @@ fn http_version(version: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log_writer::testing::Sink;
     use axum::http::Method;
-    use std::sync::{Arc, Mutex};
     use time::macros::datetime;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Capture {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
 
     /// What the tracing JSON formatter writes for the access event with these fields.
     fn tracing_line(line: &AccessLine<'_>, method: Method) -> String {
-        let capture = Capture::default();
+        let capture = Sink::default();
         let subscriber = tracing_subscriber::registry().with(json_layer(capture.clone()));
         let AccessLine {
             path,
@@ -225,7 +205,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, "request");
         });
-        String::from_utf8(capture.0.lock().unwrap().clone()).unwrap()
+        capture.text()
     }
 
     /// `{"timestamp":"2026-01-02T03:04:05.000007Z",` has a fixed width; the rest must match.
