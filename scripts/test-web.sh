@@ -15,7 +15,7 @@ ARTIFACTS=$ROOT/artifacts/web
 TEMPLATE=$ROOT/web/templates/default.conf.template
 IMAGE_ROOT=/usr/share/nginx/html
 # Must equal NGINX_ENVSUBST_FILTER in web/Dockerfile; read from there when it is set.
-DEFAULT_ENVSUBST_FILTER='^(API_UPSTREAM|NGINX_PORT|NGINX_LOCAL_RESOLVERS)$'
+DEFAULT_ENVSUBST_FILTER='^(API_UPSTREAM|API_READ_TIMEOUT|NGINX_PORT|NGINX_LOCAL_RESOLVERS)$'
 
 PASSED=0
 FAILED=0
@@ -147,6 +147,10 @@ if [[ $filter_line =~ $dq || $filter_line =~ $sq || $filter_line =~ $bare ]]; th
 else
   echo "NGINX_ENVSUBST_FILTER not found in web/Dockerfile; using $ENVSUBST_FILTER"
 fi
+# The image's default for the template's read timeout: ENV ... API_READ_TIMEOUT=35s in web/Dockerfile.
+IMAGE_READ_TIMEOUT=$(sed -n 's/^[[:space:]]*\(ENV[[:space:]]*\)\{0,1\}API_READ_TIMEOUT=\([0-9][0-9a-z]*\).*/\2/p' \
+  "$ROOT/web/Dockerfile" | head -n1)
+[[ -n $IMAGE_READ_TIMEOUT ]] || die "no API_READ_TIMEOUT=<time> in web/Dockerfile"
 
 # What the image's 15-local-resolvers.envsh does with NGINX_ENTRYPOINT_LOCAL_RESOLVERS=1.
 RESOLVERS=$(awk 'BEGIN{ORS=" "} $1=="nameserver" {if ($2 ~ ":") {print "["$2"]"} else {print $2}}' /etc/resolv.conf 2>/dev/null || true)
@@ -181,13 +185,13 @@ http {
 EOF
 }
 
-# render DIR PORT UPSTREAM: the image's 20-envsubst-on-templates.sh, then the static root moved to
-# the copy of web/static in the scratch directory.
+# render DIR PORT UPSTREAM [READ_TIMEOUT]: the image's 20-envsubst-on-templates.sh, then the static
+# root moved to the copy of web/static in the scratch directory. READ_TIMEOUT defaults to the image's.
 render() {
-  local dir=$1 defined
-  defined=$(env API_UPSTREAM="$3" NGINX_PORT="$2" NGINX_LOCAL_RESOLVERS="$RESOLVERS" NGINX_ENVSUBST_FILTER="$ENVSUBST_FILTER" \
+  local dir=$1 defined read_timeout=${4:-$IMAGE_READ_TIMEOUT}
+  defined=$(env API_UPSTREAM="$3" API_READ_TIMEOUT="$read_timeout" NGINX_PORT="$2" NGINX_LOCAL_RESOLVERS="$RESOLVERS" NGINX_ENVSUBST_FILTER="$ENVSUBST_FILTER" \
     awk "END { for (name in ENVIRON) { if (name ~ /${ENVSUBST_FILTER}/) printf \"\${%s} \", name } }" </dev/null)
-  env API_UPSTREAM="$3" NGINX_PORT="$2" NGINX_LOCAL_RESOLVERS="$RESOLVERS" \
+  env API_UPSTREAM="$3" API_READ_TIMEOUT="$read_timeout" NGINX_PORT="$2" NGINX_LOCAL_RESOLVERS="$RESOLVERS" \
     envsubst "$defined" <"$TEMPLATE" >"$dir/conf.d/default.conf"
   # shellcheck disable=SC2016 # a literal ${ is what is searched for
   if grep -nF '${' "$dir/conf.d/default.conf"; then
@@ -263,7 +267,7 @@ MAIN=$T/nginx-main
 make_prefix "$MAIN"
 render "$MAIN" "$WEB_PORT" "$API"
 if nginx_test "$MAIN"; then ok "rendered template passes nginx -t"; else die "nginx -t failed"; fi
-for var in API_UPSTREAM NGINX_PORT NGINX_LOCAL_RESOLVERS; do
+for var in API_UPSTREAM API_READ_TIMEOUT NGINX_PORT NGINX_LOCAL_RESOLVERS; do
   if [[ $var =~ $ENVSUBST_FILTER ]]; then ok "NGINX_ENVSUBST_FILTER admits $var"; else not_ok "NGINX_ENVSUBST_FILTER admits $var"; fi
 done
 # No name resolution at start-up: the web container must start before the API exists.
@@ -417,7 +421,8 @@ ECHO_PID=$!
 ECHO_WEB_PORT=$(free_port)
 ECHO_NGINX=$T/nginx-echo
 make_prefix "$ECHO_NGINX"
-render "$ECHO_NGINX" "$ECHO_WEB_PORT" "http://127.0.0.1:$ECHO_PORT"
+# A short read timeout, so the 504 check below waits 2 s instead of the image's $IMAGE_READ_TIMEOUT.
+render "$ECHO_NGINX" "$ECHO_WEB_PORT" "http://127.0.0.1:$ECHO_PORT" 2s
 wait_for "http://127.0.0.1:$ECHO_PORT/" 200 10 || die "upstream_echo.py did not start"
 start_nginx "$ECHO_NGINX" "$ECHO_WEB_PORT"
 ECHO_WEB=http://127.0.0.1:$ECHO_WEB_PORT
@@ -439,6 +444,20 @@ req echo3 "$ECHO_WEB/api/items" -H 'X-Forwarded-Proto: gopher'
 expect_eq "a bogus X-Forwarded-Proto is replaced" "$(upstream_header echo3 x-forwarded-proto)" "http"
 req echo4 "$ECHO_WEB/api/items" -H 'Host: evil.example'
 expect_eq "the client's Host does not reach the API" "$(upstream_header echo4 host)" "127.0.0.1:$ECHO_PORT"
+
+step "API too slow: nginx gives up after API_READ_TIMEOUT (2s here) with a JSON 504"
+stall_started=$(date +%s%N)
+req stall "$ECHO_WEB/api/stall?seconds=8"
+stall_ms=$((($(date +%s%N) - stall_started) / 1000000))
+expect_eq "a stalled API gets a 504" "$(status_of stall)" 504
+expect_match "504 is JSON" "$(header_of stall Content-Type)" '^application/json'
+expect_eq "504 body says the API was too slow" "$(json_of stall .detail)" "API did not answer in time"
+expect_match "504 carries a request id" "$(header_of stall X-Request-Id)" '^[0-9a-f]{32}$'
+if ((stall_ms >= 1900 && stall_ms < 6000)); then
+  ok "the 504 came after the read timeout, not the stall ($stall_ms ms)"
+else
+  not_ok "the 504 came after the read timeout, not the stall" "took $stall_ms ms"
+fi
 
 # ---- Outage and recovery ---------------------------------------------------------------------------
 

@@ -2,12 +2,15 @@
 
 Not an API stand-in: it exists only to see the exact request line and headers the nginx template
 produces (Host, Connection, X-Forwarded-*, X-Request-Id), which the real API does not report.
+`/api/stall?seconds=N` answers only after N seconds, to let nginx's read timeout fire.
 usage: upstream_echo.py PORT
 """
 
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -17,6 +20,9 @@ class Echo(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        url = urlsplit(self.path)
+        if url.path == "/api/stall":
+            time.sleep(float(parse_qs(url.query).get("seconds", ["10"])[0]))
         body = json.dumps(
             {
                 "method": self.command,
@@ -25,11 +31,14 @@ class Echo(BaseHTTPRequestHandler):
                 "headers": [[name.lower(), value] for name, value in self.headers.items()],
             }
         ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # nginx gave up waiting (the stall case)
 
     do_GET = do_POST = do_DELETE = _answer
 
