@@ -35,6 +35,8 @@ pub struct AppState {
     pub info: Arc<ServiceInfo>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long a request body may take to arrive (408 after that).
+    pub body_timeout: Duration,
     pub static_dir: Option<Arc<PathBuf>>,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             info: Arc::new(info),
             max_body_bytes: config.max_body_bytes(),
             request_timeout: config.request_timeout(),
+            body_timeout: config.body_timeout(),
             static_dir: config.static_dir().cloned().map(Arc::new),
         }
     }

@@ -149,6 +149,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub request_timeout_secs: u64,
 
+    /// A request body still arriving after this many seconds is answered with 408, so a slow
+    /// client does not hold a request open until REQUEST_TIMEOUT_SECS.
+    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub body_timeout_secs: u64,
+
     /// On SIGTERM/Ctrl-C, in-flight requests get this many seconds to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
@@ -248,6 +254,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -78,6 +78,8 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body")]
     BodyUnreadable,
+    #[error("Request body not received within {seconds}s")]
+    BodyTimeout { seconds: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,6 +95,7 @@ impl AppError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ItemNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -23,17 +23,19 @@ impl FromRequest<AppState> for JsonObject {
             .headers()
             .get(CONTENT_TYPE)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
-        let body =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection {
-                    BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                        AppError::PayloadTooLarge {
-                            limit: state.max_body_bytes,
-                        }
+        let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| AppError::BodyTimeout {
+                seconds: state.body_timeout.as_secs(),
+            })?
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    AppError::PayloadTooLarge {
+                        limit: state.max_body_bytes,
                     }
-                    _ => AppError::BodyUnreadable,
-                })?;
+                }
+                _ => AppError::BodyUnreadable,
+            })?;
         parse_object(content_type.as_deref(), &body).map(Self)
     }
 }

@@ -103,6 +103,7 @@ async fn list_items(
          headers(("location" = String, description = "URL of the new item"))),
         (status = 400, description = "Text is empty after trimming", body = ErrorBody,
          example = json!({"detail": "text must not be empty"})),
+        (status = 408, description = "Body not received within BODY_TIMEOUT_SECS", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_BODY_BYTES", body = ErrorBody),
         (status = 422, description = "Body is not a JSON object with a string `text`", body = ValidationBody),
     )

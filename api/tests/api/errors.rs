@@ -161,6 +161,55 @@ async fn a_body_over_the_limit_is_a_json_413() {
 }
 
 #[tokio::test]
+async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::spawn_with(|config| config.body_timeout_secs = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let body = r#"{"text":"never finished"}"#;
+    let head = format!(
+        "POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..8]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .expect("the server answers and closes the connection")
+    .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with(r#"{"detail":"Request body not received within 1s"}"#),
+        "{response}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(app.items().await.is_empty());
+
+    // A body that arrives in time, in pieces, is still fine.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..8]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stream.write_all(&body.as_bytes()[8..]).await.unwrap();
+    let mut first = vec![0; 12];
+    stream.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 201");
+}
+
+#[tokio::test]
 async fn the_default_limit_is_one_mebibyte() {
     let app = TestApp::spawn().await;
     let under = json!({"text": "y".repeat(1_000_000)}).to_string();
