@@ -149,7 +149,7 @@ else
 fi
 # The image's default for the template's read timeout: ENV ... API_READ_TIMEOUT=35s in web/Dockerfile.
 IMAGE_READ_TIMEOUT=$(sed -n 's/^[[:space:]]*\(ENV[[:space:]]*\)\{0,1\}API_READ_TIMEOUT=\([0-9][0-9a-z]*\).*/\2/p' \
-  "$ROOT/web/Dockerfile" | head -n1)
+  "$ROOT/web/Dockerfile" 2>/dev/null | head -n1 || true)
 [[ -n $IMAGE_READ_TIMEOUT ]] || die "no API_READ_TIMEOUT=<time> in web/Dockerfile"
 
 # What the image's 15-local-resolvers.envsh does with NGINX_ENTRYPOINT_LOCAL_RESOLVERS=1.

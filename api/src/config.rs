@@ -160,7 +160,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
     pub shutdown_timeout_secs: u64,
 
-    /// Version shown by /api/health and --version [default: baked in at build time].
+    /// Version shown by /api/health (and, set as a variable, by --version) [default: baked in at
+    /// build time].
     #[arg(long, env = "BUILD_VERSION", default_value = build::VERSION, hide_default_value = true,
           value_parser = or_default(build::VERSION),
           global = true)]
@@ -199,10 +200,21 @@ impl Cli {
         } else {
             version
         };
-        let matches = Self::command()
-            .version(version.to_owned())
-            .try_get_matches_from(args)?;
-        Self::from_arg_matches(&matches)
+        let mut command = Self::command().version(version.to_owned());
+        let matches = command.try_get_matches_from_mut(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        let config = &cli.config;
+        if config.body_timeout_secs >= config.request_timeout_secs {
+            // Otherwise the request timeout (503) always fires first and the 408 never does.
+            return Err(command.error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "BODY_TIMEOUT_SECS ({}) must be less than REQUEST_TIMEOUT_SECS ({})",
+                    config.body_timeout_secs, config.request_timeout_secs
+                ),
+            ));
+        }
+        Ok(cli)
     }
 }
 
@@ -304,6 +316,31 @@ mod tests {
             assert_eq!(error.kind(), clap::error::ErrorKind::DisplayVersion);
             assert_eq!(error.render().to_string(), format!("items-api {shown}\n"));
         }
+    }
+
+    #[test]
+    fn the_body_timeout_must_be_shorter_than_the_request_timeout() {
+        let args = |body: &str, request: &str| {
+            Cli::parse_with_version(
+                [
+                    "items-api",
+                    "--body-timeout-secs",
+                    body,
+                    "--request-timeout-secs",
+                    request,
+                ],
+                "",
+            )
+        };
+        let error = args("30", "30").unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            error
+                .to_string()
+                .contains("BODY_TIMEOUT_SECS (30) must be less than REQUEST_TIMEOUT_SECS (30)"),
+            "{error}"
+        );
+        assert_eq!(args("29", "30").unwrap().config.body_timeout_secs, 29);
     }
 
     #[test]

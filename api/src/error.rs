@@ -125,6 +125,16 @@ impl IntoResponse for AppError {
                 }
                 response
             }
+            Self::BodyTimeout { .. } => {
+                // The rest of the body may still be on its way: this connection cannot carry
+                // another request, and saying so lets the client stop sending.
+                let mut response = detail_response(status, &self.to_string());
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                response
+            }
             other => detail_response(status, &other.to_string()),
         }
     }

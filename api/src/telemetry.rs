@@ -46,8 +46,12 @@ pub fn init(format: LogFormat, filter: &str) -> FlushGuard {
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => {
-            let _ = JSON_ACCESS_LINES.set(stdout.clone());
-            registry.with(json_layer(stdout)).try_init()
+            let installed = registry.with(json_layer(stdout.clone())).try_init();
+            if installed.is_ok() {
+                // Only beside the subscriber that owns the same writer and format.
+                let _ = JSON_ACCESS_LINES.set(stdout);
+            }
+            installed
         }
         LogFormat::Pretty => registry
             .with(

@@ -272,6 +272,7 @@ fn help_lists_every_setting_and_command() {
         "SQLITE_BUSY_TIMEOUT_MS",
         "DB_READ_CONNECTIONS",
         "REQUEST_TIMEOUT_SECS",
+        "BODY_TIMEOUT_SECS",
         "SHUTDOWN_TIMEOUT_SECS",
         "BUILD_VERSION",
         "BUILD_DATE",

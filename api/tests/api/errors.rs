@@ -192,6 +192,10 @@ async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored() {
         "{response}"
     );
     assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+    assert!(
         response.ends_with(r#"{"detail":"Request body not received within 1s"}"#),
         "{response}"
     );

@@ -190,6 +190,7 @@ pub fn binary() -> Command {
         "SQLITE_BUSY_TIMEOUT_MS",
         "DB_READ_CONNECTIONS",
         "REQUEST_TIMEOUT_SECS",
+        "BODY_TIMEOUT_SECS",
         "SHUTDOWN_TIMEOUT_SECS",
         "HEALTHCHECK_TIMEOUT_MS",
         "BUILD_VERSION",
