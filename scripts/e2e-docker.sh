@@ -254,6 +254,8 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+# A command that fails outside die() (set -e) names itself instead of ending the run silently.
+trap 'printf "    FAIL line %s: %s (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -443,7 +445,9 @@ writer() {
     done
 }
 for ((w = 1; w <= load_workers; w++)); do
+    # Both files exist from the start: a run in which no write fails is a success, not a missing file.
     : >"$load_dir/acked.$w"
+    : >"$load_dir/failed.$w"
     writer "$w" &
     load_pids+=("$!")
 done
@@ -469,7 +473,7 @@ for pid in "${load_pids[@]}"; do wait "$pid"; done
 load_pids=()
 cat "$load_dir"/acked.* >"$load_dir/acked"
 acked=$(wc -l <"$load_dir/acked")
-failed=$(cat "$load_dir"/failed.* 2>/dev/null | wc -l)
+failed=$(cat "$load_dir"/failed.* | wc -l)
 info "writes: $acked acknowledged (201), $failed not (API down)"
 ((acked > acked_at_kill)) || die "no write was acknowledged after the restart: the load did not span the kill"
 facts["sigkill: acknowledged writes"]="$acked"
