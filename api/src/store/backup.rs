@@ -195,7 +195,7 @@ fn verify(path: &Path) -> Result<CopyReport, BackupError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| invalid(error.to_string()))?;
-    if usize::try_from(version).map_or(true, |version| version > super::sqlite::SCHEMA_VERSION) {
+    if super::sqlite::known_schema_version(version).is_none() {
         return Err(invalid(format!(
             "its schema version {version} is newer than this build knows ({})",
             super::sqlite::SCHEMA_VERSION

@@ -23,6 +23,14 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_items.sql")];
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// A recorded schema version (`PRAGMA user_version`) this build can work with: not negative and
+/// not newer than `SCHEMA_VERSION`. Serving and restoring refuse anything else.
+pub fn known_schema_version(found: i64) -> Option<usize> {
+    usize::try_from(found)
+        .ok()
+        .filter(|&version| version <= SCHEMA_VERSION)
+}
+
 /// Upper bound on writes committed together, so one transaction stays short.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer; past this, handlers wait (backpressure) instead of queueing more.
@@ -460,14 +468,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let applied: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(setup)?;
-    let applied = usize::try_from(applied)
-        .ok()
-        .filter(|&applied| applied <= MIGRATIONS.len())
-        .ok_or(OpenError::TooNew {
-            path: path.to_path_buf(),
-            found: applied,
-            known: MIGRATIONS.len(),
-        })?;
+    let applied = known_schema_version(applied).ok_or(OpenError::TooNew {
+        path: path.to_path_buf(),
+        found: applied,
+        known: SCHEMA_VERSION,
+    })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -101,19 +101,20 @@ fn restore_is_refused_while_the_service_runs() {
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
+/// Starts the service on `db_path` (any free port) and expects it to refuse to start with exit
+/// code 1; returns its stderr.
+fn refused_start_up(db_path: &str) -> String {
+    let (code, _, stderr) = run_binary(&[], &[("DB_PATH", db_path), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(code, 1, "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_second_service_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
     let _server = BinaryServer::start(&db_path, &[]);
-    let (code, _, stderr) = run_binary(
-        &[],
-        &[
-            ("DB_PATH", db_path.to_str().unwrap()),
-            ("BIND_ADDR", "127.0.0.1:0"),
-        ],
-    );
-    assert_eq!(code, 1);
+    let stderr = refused_start_up(db_path.to_str().unwrap());
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
@@ -194,27 +195,13 @@ fn an_unwritable_database_path_is_a_clear_start_up_error() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let db_path = file.join("app.db");
-    let (code, _, stderr) = run_binary(
-        &[],
-        &[
-            ("DB_PATH", db_path.to_str().unwrap()),
-            ("BIND_ADDR", "127.0.0.1:0"),
-        ],
-    );
-    assert_eq!(code, 1);
+    let stderr = refused_start_up(db_path.to_str().unwrap());
     assert!(
         stderr.contains("cannot create the database directory"),
         "{stderr}"
     );
 
-    let (code, _, stderr) = run_binary(
-        &[],
-        &[
-            ("DB_PATH", "/proc/items/app.db"),
-            ("BIND_ADDR", "127.0.0.1:0"),
-        ],
-    );
-    assert_eq!(code, 1);
+    let stderr = refused_start_up("/proc/items/app.db");
     assert!(stderr.starts_with("error: "), "{stderr}");
 }
 
@@ -223,14 +210,7 @@ fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
     std::fs::write(&db_path, vec![b'x'; 8192]).unwrap();
-    let (code, _, stderr) = run_binary(
-        &[],
-        &[
-            ("DB_PATH", db_path.to_str().unwrap()),
-            ("BIND_ADDR", "127.0.0.1:0"),
-        ],
-    );
-    assert_eq!(code, 1);
+    let stderr = refused_start_up(db_path.to_str().unwrap());
     assert!(stderr.contains("not a database"), "{stderr}");
 }
 
