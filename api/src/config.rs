@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::{JournalMode, SqliteOptions, Synchronous};
+use crate::store::postgres::PoolOptions;
+use crate::store::sqlite::{JournalMode, SqliteOptions, Synchronous};
+use crate::store::{Location, LocationError, StoreSettings};
 
 /// Build metadata, fixed at compile time; `BUILD_VERSION`/`BUILD_DATE`/`VCS_REF` in the
 /// environment of `cargo build` set them, and the same variables at run time override them.
@@ -28,8 +30,8 @@ pub mod build {
 #[command(
     name = "items-api",
     version = build::VERSION,
-    about = "Items API: list and add short text items, stored in SQLite.",
-    long_about = "Items API: list and add short text items, stored in SQLite.\n\n\
+    about = "Items API: list and add short text items, stored in SQLite or Postgres.",
+    long_about = "Items API: list and add short text items, stored in SQLite or Postgres.\n\n\
         Every option can also be set with the environment variable shown beside it; \
         a flag wins over the variable. Without a command, the service starts."
 )]
@@ -53,15 +55,28 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(1..=60_000))]
         timeout_ms: u64,
     },
-    /// Write a consistent copy of the database (DB_PATH) to FILE while the service keeps running.
+    /// Write a consistent copy of the database (DATABASE_URL, else DB_PATH) to FILE, a new SQLite
+    /// file, while the service keeps running.
     Backup {
         /// Where to write the backup; must not exist yet.
         file: PathBuf,
     },
-    /// Replace the database (DB_PATH) with the content of a backup FILE. Stop the service first.
+    /// Replace the SQLite database (DB_PATH) with the content of a backup FILE. Stop the service
+    /// first. For Postgres, use `transfer` into an empty database.
     Restore {
         /// A file written by `items-api backup` (or any intact items database).
         file: PathBuf,
+    },
+    /// Copy every item, with its id, text and created_at, from one database to another: SQLite
+    /// to Postgres, Postgres to SQLite, or either to its own kind. The target must hold no items;
+    /// the source may stay in use. Both sides are compared afterwards (count and checksum).
+    Transfer {
+        /// Source: a SQLite file path, `sqlite://PATH`, or a Postgres URL.
+        #[arg(long, env = "TRANSFER_FROM", hide_env_values = true, value_parser = parse_database_url)]
+        from: DatabaseUrl,
+        /// Target: a SQLite file path, `sqlite://PATH`, or a Postgres URL.
+        #[arg(long, env = "TRANSFER_TO", hide_env_values = true, value_parser = parse_database_url)]
+        to: DatabaseUrl,
     },
 }
 
@@ -93,6 +108,40 @@ pub struct Config {
     /// SQLite database file; its directory is created when missing.
     #[arg(long, env = "DB_PATH", default_value = "./data/app.db", global = true)]
     pub db_path: PathBuf,
+
+    /// The database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE&sslrootcert=FILE]`
+    /// (libpq's URL form; sslmode disable, prefer, require, verify-ca or verify-full) or
+    /// `sqlite://PATH`. Unset or empty: the SQLite file at DB_PATH.
+    #[arg(long, env = "DATABASE_URL", default_value = "", hide_default_value = true,
+          hide_env_values = true, value_parser = parse_database_url, global = true)]
+    pub database_url: DatabaseUrl,
+
+    /// File holding the Postgres password, used when DATABASE_URL has none (the Docker and
+    /// Compose secrets convention); read again for every new connection.
+    #[arg(long, env = "DATABASE_PASSWORD_FILE", global = true)]
+    pub database_password_file: Option<PathBuf>,
+
+    /// Postgres: connections this process opens at most.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
+    pub database_pool_size: u64,
+
+    /// Postgres: how long a request waits for a free connection before it is answered 503, in
+    /// milliseconds.
+    #[arg(long, env = "DATABASE_POOL_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    pub database_pool_timeout_ms: u64,
+
+    /// Postgres: how long opening one connection may take, in milliseconds.
+    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    pub database_connect_timeout_ms: u64,
+
+    /// Postgres: a statement running longer is cancelled and its request answered 503, in
+    /// milliseconds.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub database_statement_timeout_ms: u64,
 
     /// Deployment environment; shown by /api/health and picks the default log format.
     #[arg(long, env = "APP_ENV", value_enum, ignore_case = true, default_value_t = AppEnv::Development, global = true)]
@@ -204,6 +253,26 @@ impl Cli {
         let matches = command.try_get_matches_from_mut(args)?;
         let cli = Self::from_arg_matches(&matches)?;
         let config = &cli.config;
+        if let Err(LocationError(message)) = config.store_settings() {
+            return Err(command.error(clap::error::ErrorKind::ValueValidation, message));
+        }
+        if let Some(Command::Transfer { from, to }) = &cli.command {
+            for (name, value) in [("--from", from), ("--to", to)] {
+                if let Err(LocationError(message)) = config.transfer_location(value, name) {
+                    return Err(command.error(clap::error::ErrorKind::ValueValidation, message));
+                }
+            }
+        }
+        if config.database_statement_timeout_ms >= config.request_timeout_secs * 1000 {
+            // Otherwise a slow statement is cut by the request timeout and never cancelled.
+            return Err(command.error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "DATABASE_STATEMENT_TIMEOUT_MS ({}) must be less than REQUEST_TIMEOUT_SECS ({}) in milliseconds",
+                    config.database_statement_timeout_ms, config.request_timeout_secs
+                ),
+            ));
+        }
         if config.body_timeout_secs >= config.request_timeout_secs {
             // Otherwise the request timeout (503) always fires first and the 408 never does.
             return Err(command.error(
@@ -250,13 +319,45 @@ impl Config {
             .filter(|dir| !dir.as_os_str().is_empty())
     }
 
+    /// The database and how to use it. Fails on an unusable `DATABASE_URL` or password file;
+    /// the message names the setting and never contains a password.
+    pub fn store_settings(&self) -> Result<StoreSettings, LocationError> {
+        Ok(StoreSettings {
+            location: Location::from_settings(
+                &self.database_url.0,
+                &self.db_path,
+                self.database_password_file.as_deref(),
+            )?,
+            sqlite: self.sqlite(),
+            postgres: self.postgres(),
+        })
+    }
+
+    /// One side of `transfer`: a path or a URL; `DATABASE_PASSWORD_FILE` applies to a Postgres
+    /// URL without a password.
+    pub fn transfer_location(
+        &self,
+        value: &DatabaseUrl,
+        setting: &str,
+    ) -> Result<Location, LocationError> {
+        Location::parse(&value.0, setting, self.database_password_file.as_deref())
+    }
+
     pub fn sqlite(&self) -> SqliteOptions {
         SqliteOptions {
-            path: self.db_path.clone(),
             journal_mode: self.sqlite_journal_mode,
             synchronous: self.sqlite_synchronous,
             busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
             read_connections: usize::try_from(self.db_read_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn postgres(&self) -> PoolOptions {
+        PoolOptions {
+            size: usize::try_from(self.database_pool_size).unwrap_or(usize::MAX),
+            wait_timeout: Duration::from_millis(self.database_pool_timeout_ms),
+            connect_timeout: Duration::from_millis(self.database_connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
         }
     }
 
@@ -275,6 +376,27 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// `DATABASE_URL` as given. It may hold a password, so it is never shown: not in `--help`, not in
+/// debug output, and not in error messages (which describe what is wrong instead).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<hidden>\""
+        })
+    }
+}
+
+/// Always accepted here: clap would quote a refused value in its error. It is checked after
+/// parsing, by `Config::store_settings`.
+fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
+    Ok(DatabaseUrl(value.to_owned()))
 }
 
 /// An empty value (e.g. `BUILD_VERSION=` from an unset build argument) means the baked-in one.

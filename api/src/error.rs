@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, error_chain};
 use crate::telemetry::ErrorCause;
 
 /// One validation problem, as FastAPI/pydantic report it.
@@ -156,18 +156,6 @@ pub fn canonical_reason(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
-/// "outer: inner: innermost", so one log line explains a failure.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,11 +190,8 @@ mod tests {
 
     #[tokio::test]
     async fn storage_failures_hide_their_cause_from_the_client() {
-        let sqlite = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            Some("disk I/O error at /secret/path".into()),
-        );
-        let response = AppError::from(StoreError::from(sqlite)).into_response();
+        let cause = std::io::Error::other("disk I/O error at /secret/path");
+        let response = AppError::from(StoreError::failed(cause)).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let cause = response.extensions().get::<ErrorCause>().unwrap().0.clone();
         assert!(
@@ -220,36 +205,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unavailable_store_is_a_503() {
-        let response = AppError::from(StoreError::Unavailable("shutting down")).into_response();
+    async fn an_unavailable_store_is_a_503_with_retry_after() {
+        let response = AppError::from(StoreError::unavailable("shutting down")).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
         assert_eq!(
             body_of(response).await,
             serde_json::json!({"detail": "Service Unavailable"})
         );
     }
 
-    #[tokio::test]
-    async fn a_locked_database_is_a_503_with_retry_after() {
-        let busy = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some("database is locked".into()),
-        );
-        let response = AppError::from(StoreError::from(busy)).into_response();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()["retry-after"], "1");
-    }
-
     #[test]
     fn error_chain_joins_every_cause() {
-        let sqlite = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            Some("database or disk is full".into()),
-        );
-        let chain = error_chain(&StoreError::from(sqlite));
-        assert!(
-            chain.starts_with("database error: database or disk is full"),
-            "{chain}"
-        );
+        let cause = std::io::Error::other("database or disk is full");
+        let chain = error_chain(&StoreError::failed(cause));
+        assert_eq!(chain, "database error: database or disk is full");
     }
 }

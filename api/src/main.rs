@@ -1,10 +1,10 @@
 //! Entry point: parse settings, then serve or run one maintenance command.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
-use items_api::store::backup;
+use items_api::store::{self, Location, transfer};
 use items_api::{Application, Cli, Command, Config, healthcheck, startup, telemetry};
 
 fn main() -> ExitCode {
@@ -18,23 +18,93 @@ fn main() -> ExitCode {
         Command::Healthcheck { timeout_ms } => {
             check_health(&config, Duration::from_millis(timeout_ms))
         }
-        Command::Backup { file } => report(backup::backup(&config.db_path, &file), |copy| {
-            format!(
+        Command::Backup { file } => with_database(&config, async |location| {
+            let copy = store::backup(&location, &file).await?;
+            Ok(format!(
                 "backup: {} items ({} bytes) written to {}",
                 copy.items,
                 copy.bytes,
                 file.display()
-            )
+            ))
         }),
-        Command::Restore { file } => report(backup::restore(&file, &config.db_path), |copy| {
-            format!(
-                "restore: {} now holds {} items ({} bytes) from {}",
-                config.db_path.display(),
+        Command::Restore { file } => with_database(&config, async |location| {
+            let copy = store::restore(&location, &file).await?;
+            Ok(format!(
+                "restore: {location} now holds {} items ({} bytes) from {}",
                 copy.items,
                 copy.bytes,
                 file.display()
-            )
+            ))
         }),
+        Command::Transfer { from, to } => {
+            let locations = config
+                .transfer_location(&from, "--from")
+                .and_then(|from| Ok((from, config.transfer_location(&to, "--to")?)));
+            let (from, to) = match locations {
+                Ok(locations) => locations,
+                Err(error) => return fail(&error.0),
+            };
+            run(async move {
+                let report = transfer::transfer(&from, &to, print_progress).await?;
+                Ok::<_, transfer::TransferError>(format!(
+                    "transfer: {} items copied from {from} to {to} in {:.1}s; next id above {}; \
+                     verified: same count and SHA-256 {} on both sides",
+                    report.items,
+                    report.elapsed.as_secs_f64(),
+                    report.highest_id_ever,
+                    report.checksum
+                ))
+            })
+        }
+    }
+}
+
+/// Runs a maintenance command against the configured database.
+fn with_database(
+    config: &Config,
+    command: impl AsyncFnOnce(Location) -> Result<String, String>,
+) -> ExitCode {
+    match config.store_settings() {
+        Ok(settings) => run(command(settings.location)),
+        Err(error) => fail(&error.0),
+    }
+}
+
+/// Runs a command to completion on a single-threaded runtime and reports its outcome.
+fn run<E: std::fmt::Display>(command: impl Future<Output = Result<String, E>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    match runtime.block_on(command) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error.to_string()),
+    }
+}
+
+/// At most one progress line a second (and the last one), on stderr so stdout stays the result.
+fn print_progress(progress: transfer::Progress) {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let finished = progress.copied >= progress.total;
+    if finished || last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        let percent = (progress.copied * 100)
+            .checked_div(progress.total)
+            .unwrap_or(100);
+        eprintln!(
+            "transfer: {} of {} items ({percent}%)",
+            progress.copied, progress.total
+        );
+        *last = Some(Instant::now());
     }
 }
 
@@ -109,19 +179,6 @@ fn check_health(config: &Config, timeout: Duration) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(reason) => fail(&format!("unhealthy: {reason}")),
-    }
-}
-
-fn report<T, E: std::fmt::Display>(
-    result: Result<T, E>,
-    success: impl FnOnce(&T) -> String,
-) -> ExitCode {
-    match result {
-        Ok(value) => {
-            println!("{}", success(&value));
-            ExitCode::SUCCESS
-        }
-        Err(error) => fail(&error.to_string()),
     }
 }
 

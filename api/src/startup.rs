@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, app};
 use crate::config::Config;
-use crate::store::sqlite::OpenError;
-use crate::store::{ItemStore, SqliteStore};
+use crate::store::{self, ItemStore, LocationError, OpenError};
 
 /// Why the service could not start. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] LocationError),
     #[error(transparent)]
     Database(#[from] OpenError),
     #[error("cannot listen on {addr}: {cause}{hint}")]
@@ -25,8 +26,6 @@ pub enum StartupError {
         cause: std::io::Error,
         hint: &'static str,
     },
-    #[error("cannot start the database: {0}")]
-    Worker(#[from] tokio::task::JoinError),
 }
 
 pub struct Application {
@@ -37,11 +36,11 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens and migrates the database, then binds the listener (port 0 picks a free port).
+    /// Opens and migrates the database (see `store::open`), then binds the listener (port 0 picks a free port).
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
-        let options = config.sqlite();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(options)).await??;
-        let store: Arc<dyn ItemStore> = Arc::new(store);
+        let settings = config.store_settings()?;
+        tracing::info!(backend = settings.location.backend(), database = %settings.location, "opening the database");
+        let store = store::open(&settings).await?;
         let listener = match TcpListener::bind(config.bind_addr).await {
             Ok(listener) => listener,
             Err(cause) => {

@@ -1,10 +1,16 @@
 //! The storage interface: the only way handlers reach the database.
 //!
-//! `ItemStore` is deliberately small so a second backend (Postgres, for several replicas) can sit
-//! beside `sqlite` without touching the routes.
+//! `ItemStore` is all the rest of the service knows about storage. Each backend lives in its own
+//! module (`sqlite`, `postgres`) and is picked by `open` from the settings; nothing outside this
+//! module names a backend type.
 
-pub mod backup;
+pub mod location;
+pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::domain::ItemText;
 
-pub use sqlite::{JournalMode, SqliteOptions, SqliteStore, Synchronous};
+pub use location::{Location, LocationError};
 
 /// A stored item, exactly as the seed service returned it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -38,19 +44,28 @@ pub struct Page {
 }
 
 /// What the readiness check reports about the database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DatabaseStatus {
+    /// Which backend serves the items: `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
+    pub backend: &'static str,
     /// A read query succeeded.
     pub reachable: bool,
-    /// The writer could take the write lock.
+    /// A write could be made right now.
     pub writable: bool,
-    /// Number of stored items, when reachable.
+    /// Number of stored items when reachable: exact on SQLite, the server's statistics estimate on
+    /// Postgres (counting every row on every probe would not scale).
     pub item_count: Option<i64>,
-    /// The journal mode in effect (`wal`, `delete`, ...), when reachable.
+    /// SQLite only, as before `backend` existed: the journal mode in effect (`wal`, `delete`).
+    /// The same value is in `details`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_mode: Option<String>,
     /// Why the database is not usable, when it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Backend-specific facts (journal mode, pool use, server version, ...).
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DatabaseStatus {
@@ -59,30 +74,55 @@ impl DatabaseStatus {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Storage failures. None of them is the client's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store is shutting down or its writer has stopped; retrying later may work.
-    #[error("the database is not accepting requests: {0}")]
-    Unavailable(&'static str),
+    /// Not accepting requests right now (stopping, not connected yet, every connection busy,
+    /// connection lost, locked by another process); retrying later may work.
+    #[error("the database is not available: {reason}")]
+    Unavailable {
+        reason: Cow<'static, str>,
+        #[source]
+        cause: Option<BoxError>,
+    },
+    /// A failure that retrying will not fix.
     #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("database worker failed")]
-    Worker(#[from] tokio::task::JoinError),
+    Failed(#[source] BoxError),
 }
 
 impl StoreError {
-    /// Failures that go away by themselves: the service is stopping, or the database is locked by
-    /// another process (a backup in `delete` journal mode) for longer than the busy timeout.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Unavailable(_) => true,
-            Self::Sqlite(error) => matches!(
-                error.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            ),
-            Self::Worker(_) => false,
+    pub fn unavailable(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            cause: None,
         }
+    }
+
+    pub fn unavailable_because(
+        reason: impl Into<Cow<'static, str>>,
+        cause: impl Into<BoxError>,
+    ) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    pub fn failed(cause: impl Into<BoxError>) -> Self {
+        Self::Failed(cause.into())
+    }
+
+    /// Failures that go away by themselves, answered 503 with `Retry-After`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::failed(error)
     }
 }
 
@@ -111,6 +151,96 @@ pub trait ItemStore: Send + Sync + 'static {
         true
     }
 
-    /// Finishes pending writes and leaves the database tidy (WAL checkpointed).
+    /// Finishes pending writes and releases the database.
     async fn close(&self);
+}
+
+/// Settings every backend draws from; each reads the part that concerns it.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub location: Location,
+    pub sqlite: sqlite::SqliteOptions,
+    pub postgres: postgres::PoolOptions,
+}
+
+/// Why the store could not be opened; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct OpenError(BoxError);
+
+impl OpenError {
+    fn new(error: impl Into<BoxError>) -> Self {
+        Self(error.into())
+    }
+}
+
+/// Opens (and migrates) the database the settings name.
+pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ItemStore>, OpenError> {
+    Ok(match &settings.location {
+        Location::Sqlite(path) => Arc::new(sqlite::open(path, &settings.sqlite).await?),
+        Location::Postgres(target) => {
+            Arc::new(postgres::PostgresStore::open(target, &settings.postgres).await?)
+        }
+    })
+}
+
+pub use sqlite::backup::CopyReport;
+
+/// `items-api backup FILE`: a consistent copy of the database as a new SQLite file, taken while
+/// the service keeps running. From Postgres this is a `transfer` into that file.
+pub async fn backup(location: &Location, file: &std::path::Path) -> Result<CopyReport, String> {
+    let file = file.to_path_buf();
+    let location = location.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || match &location {
+        Location::Sqlite(path) => sqlite::backup::backup(path, &file),
+        Location::Postgres(_) => sqlite::backup::write_new_file(&file, |partial| {
+            let copy = Location::Sqlite(partial.to_path_buf());
+            let copied = runtime.block_on(transfer::transfer(&location, &copy, |_| {}));
+            // The transfer claimed the new file like a service would; the claim ends here.
+            let _ = std::fs::remove_file(sqlite::owner_lock_path(partial));
+            copied
+                .map(drop)
+                .map_err(|error| sqlite::backup::BackupError::Copy(error.0))
+        }),
+    })
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| error.to_string())
+}
+
+/// `items-api restore FILE`: replaces a SQLite database with a backup. Postgres is loaded with
+/// `transfer` instead, into an empty database.
+pub async fn restore(location: &Location, file: &std::path::Path) -> Result<CopyReport, String> {
+    match location {
+        Location::Sqlite(path) => {
+            let (path, file) = (path.clone(), file.to_path_buf());
+            tokio::task::spawn_blocking(move || sqlite::backup::restore(&file, &path))
+                .await
+                .map_err(|error| error.to_string())?
+                .map_err(|error| error.to_string())
+        }
+        Location::Postgres(target) => Err(format!(
+            "restore replaces a SQLite database file; to load {} into Postgres, run \
+             `items-api transfer --from {} --to \"$DATABASE_URL\"` into an empty database \
+             ({target})",
+            file.display(),
+            file.display()
+        )),
+    }
+}
+
+/// "outer: inner: innermost" on one line, each cause once, so one log line explains a failure.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

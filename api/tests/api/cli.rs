@@ -294,7 +294,7 @@ fn the_readme_settings_table_lists_every_variable_of_help() {
     let variables: Vec<&str> = help
         .split("[env: ")
         .skip(1)
-        .filter_map(|rest| rest.split('=').next())
+        .filter_map(|rest| rest.split(['=', ']']).next())
         .collect();
     assert!(variables.len() >= 17, "{variables:?}");
     for variable in variables {

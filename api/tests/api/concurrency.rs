@@ -5,11 +5,19 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, json_of};
+use rstest::rstest;
 
+use crate::helpers::{Backend, TestApp, json_of};
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hundred_concurrent_posts_all_succeed_with_unique_ids() {
-    let app = Arc::new(TestApp::spawn().await);
+async fn two_hundred_concurrent_posts_all_succeed_with_unique_ids(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    let app = Arc::new(app);
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let app = Arc::clone(&app);
@@ -53,9 +61,17 @@ fn assert_consistent(items: &[Value]) {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn readers_during_writes_always_see_a_consistent_list_including_acknowledged_items() {
-    let app = Arc::new(TestApp::spawn().await);
+async fn readers_during_writes_always_see_a_consistent_list_including_acknowledged_items(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    let app = Arc::new(app);
     let writers: Vec<_> = (0..8)
         .map(|writer| {
             let app = Arc::clone(&app);

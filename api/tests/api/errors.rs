@@ -2,18 +2,32 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_json_content_type, assert_validation_error, json_of};
+use rstest::rstest;
 
+use crate::helpers::{
+    Backend, TestApp, assert_json_content_type, assert_validation_error, json_of,
+};
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_missing_text_field_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn a_missing_text_field_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.post_json(&json!({"txt": "typo"})).await;
     assert_validation_error(response, "missing", json!(["body", "text"])).await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_text_that_is_not_a_string_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn a_text_that_is_not_a_string_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for text in [
         json!(5),
         json!(null),
@@ -27,9 +41,14 @@ async fn a_text_that_is_not_a_string_is_a_422() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn malformed_json_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn malformed_json_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for body in [
         "{",
         "{\"text\": }",
@@ -44,9 +63,14 @@ async fn malformed_json_is_a_422() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn invalid_utf8_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn invalid_utf8_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app
         .post_raw(Some("application/json"), b"{\"text\":\"caf\xe9\"}".to_vec())
         .await;
@@ -54,27 +78,42 @@ async fn invalid_utf8_is_a_422() {
     assert_eq!(json_of(response).await["detail"][0]["type"], "json_invalid");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_empty_body_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn an_empty_body_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.post_raw(Some("application/json"), "").await;
     assert_validation_error(response, "missing", json!(["body"])).await;
     let response = app.post_raw(None, "").await;
     assert_validation_error(response, "missing", json!(["body"])).await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_that_is_not_an_object_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn a_body_that_is_not_an_object_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for body in ["[]", "[{\"text\":\"a\"}]", "\"text\"", "42", "null", "true"] {
         let response = app.post_raw(Some("application/json"), body).await;
         assert_validation_error(response, "model_attributes_type", json!(["body"])).await;
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_lone_surrogate_escape_is_refused_not_a_500() {
-    let app = TestApp::spawn().await;
+async fn a_lone_surrogate_escape_is_refused_not_a_500(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for body in [
         r#"{"text":"\ud800"}"#,
         r#"{"text":"a\udfffb"}"#,
@@ -90,16 +129,26 @@ async fn a_lone_surrogate_escape_is_refused_not_a_500() {
     assert_eq!(json_of(pair).await["text"], "😀");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn json_without_a_content_type_is_accepted_like_fastapi() {
-    let app = TestApp::spawn().await;
+async fn json_without_a_content_type_is_accepted_like_fastapi(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.post_raw(None, r#"{"text":"no header"}"#).await;
     assert_eq!(response.status(), 201);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn json_content_types_with_a_charset_are_accepted() {
-    let app = TestApp::spawn().await;
+async fn json_content_types_with_a_charset_are_accepted(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for content_type in [
         "application/json; charset=utf-8",
         "application/json;charset=UTF-8",
@@ -110,9 +159,14 @@ async fn json_content_types_with_a_charset_are_accepted() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn other_content_types_are_a_422_not_a_500() {
-    let app = TestApp::spawn().await;
+async fn other_content_types_are_a_422_not_a_500(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for content_type in [
         "text/plain",
         "application/x-www-form-urlencoded",
@@ -133,9 +187,14 @@ async fn other_content_types_are_a_422_not_a_500() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_over_the_limit_is_a_json_413() {
-    let app = TestApp::spawn_with(|config| config.max_body_bytes = 1024).await;
+async fn a_body_over_the_limit_is_a_json_413(#[case] backend: Backend) {
+    let Some(app) = TestApp::on_with(backend, |config| config.max_body_bytes = 1024).await else {
+        return;
+    };
     let big = json!({"text": "x".repeat(2000)}).to_string();
     let response = app.post_raw(Some("application/json"), big.clone()).await;
     assert_eq!(response.status(), 413);
@@ -160,11 +219,16 @@ async fn a_body_over_the_limit_is_a_json_413() {
     assert!(app.items().await.is_empty());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored() {
+async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored(#[case] backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let app = TestApp::spawn_with(|config| config.body_timeout_secs = 1).await;
+    let Some(app) = TestApp::on_with(backend, |config| config.body_timeout_secs = 1).await else {
+        return;
+    };
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let body = r#"{"text":"never finished"}"#;
     let head = format!(
@@ -213,9 +277,14 @@ async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored() {
     assert_eq!(&first, b"HTTP/1.1 201");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_default_limit_is_one_mebibyte() {
-    let app = TestApp::spawn().await;
+async fn the_default_limit_is_one_mebibyte(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let under = json!({"text": "y".repeat(1_000_000)}).to_string();
     assert_eq!(
         app.post_raw(Some("application/json"), under).await.status(),
@@ -228,9 +297,14 @@ async fn the_default_limit_is_one_mebibyte() {
     );
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn an_unknown_route_is_a_json_404() {
-    let app = TestApp::spawn().await;
+async fn an_unknown_route_is_a_json_404(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for path in [
         "/",
         "/api",
@@ -245,9 +319,14 @@ async fn an_unknown_route_is_a_json_404() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_wrong_method_is_a_json_405_with_an_allow_header() {
-    let app = TestApp::spawn().await;
+async fn a_wrong_method_is_a_json_405_with_an_allow_header(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let cases = [
         (reqwest::Method::PUT, "/api/items", "GET,HEAD,POST"),
         (reqwest::Method::DELETE, "/api/items", "GET,HEAD,POST"),
@@ -271,9 +350,14 @@ async fn a_wrong_method_is_a_json_405_with_an_allow_header() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn none_of_the_bad_requests_stored_anything() {
-    let app = TestApp::spawn().await;
+async fn none_of_the_bad_requests_stored_anything(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let bodies = [
         "",
         "{",
@@ -290,9 +374,14 @@ async fn none_of_the_bad_requests_stored_anything() {
     assert!(app.items().await.is_empty());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn every_error_response_carries_a_request_id() {
-    let app = TestApp::spawn().await;
+async fn every_error_response_carries_a_request_id(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let responses = [
         app.get("/api/nope").await,
         app.post_raw(Some("application/json"), "{").await,

@@ -44,14 +44,21 @@ async fn health_reports_build_runtime_and_database_details() {
     assert!(!body["hostname"].as_str().unwrap().is_empty());
     assert_eq!(
         body["database"],
-        json!({"reachable": true, "writable": true, "item_count": 1, "journal_mode": "wal"})
+        json!({
+            "backend": "sqlite",
+            "reachable": true,
+            "writable": true,
+            "item_count": 1,
+            "journal_mode": "wal",
+            "details": {"journal_mode": "wal", "requested_journal_mode": "wal"},
+        })
     );
 }
 
 #[tokio::test]
 async fn health_shows_the_configured_journal_mode() {
     let app = TestApp::spawn_with(|config| {
-        config.sqlite_journal_mode = items_api::store::JournalMode::Delete;
+        config.sqlite_journal_mode = items_api::store::sqlite::JournalMode::Delete;
     })
     .await;
     let body = json_of(app.get("/api/health").await).await;
@@ -64,19 +71,21 @@ struct BrokenStore;
 #[async_trait]
 impl ItemStore for BrokenStore {
     async fn list(&self, _: Page) -> Result<Vec<Item>, StoreError> {
-        Err(StoreError::Unavailable("broken"))
+        Err(StoreError::unavailable("broken"))
     }
     async fn get(&self, _: i64) -> Result<Option<Item>, StoreError> {
-        Err(StoreError::Unavailable("broken"))
+        Err(StoreError::unavailable("broken"))
     }
     async fn create(&self, _: ItemText) -> Result<Item, StoreError> {
         Err(broken_sqlite())
     }
     async fn delete(&self, _: i64) -> Result<bool, StoreError> {
-        Err(StoreError::Unavailable("broken"))
+        Err(StoreError::unavailable("broken"))
     }
     async fn status(&self) -> DatabaseStatus {
         DatabaseStatus {
+            backend: "broken",
+            details: serde_json::Map::new(),
             reachable: false,
             writable: false,
             item_count: None,
@@ -91,10 +100,7 @@ impl ItemStore for BrokenStore {
 }
 
 fn broken_sqlite() -> StoreError {
-    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-        Some("disk I/O error in /secret/path".into()),
-    ))
+    StoreError::failed(std::io::Error::other("disk I/O error in /secret/path"))
 }
 
 async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {

@@ -1,5 +1,5 @@
-//! Test servers: `TestApp` runs the service in-process on port 0 with a temporary database;
-//! `BinaryServer` runs the real `items-api` binary, for signals and subcommands.
+//! Test servers: `TestApp` runs the service in-process on port 0 with a temporary database of
+//! either backend; `BinaryServer` runs the real `items-api` binary, for signals and subcommands.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,6 +13,15 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::postgres_support;
+
+/// The storage backends every contract test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -35,6 +44,34 @@ impl TestApp {
         let mut app = Self::spawn_on(&db_path, customize).await;
         app._dir = Some(dir);
         app
+    }
+
+    /// A fresh service with an empty database on `backend`; `None` (after saying why) when
+    /// Postgres is not available outside CI.
+    pub async fn on(backend: Backend) -> Option<Self> {
+        Self::on_with(backend, |_| {}).await
+    }
+
+    pub async fn on_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::spawn_with(customize).await),
+            Backend::Postgres => {
+                let url = match postgres_support::fresh_database_url().await {
+                    Ok(url) => url,
+                    Err(reason) => {
+                        postgres_support::unavailable(&reason);
+                        return None;
+                    }
+                };
+                Some(
+                    Self::spawn_with(|config| {
+                        config.database_url = items_api::config::DatabaseUrl(url);
+                        customize(config);
+                    })
+                    .await,
+                )
+            }
+        }
     }
 
     /// A service on an existing database path (the caller owns the directory).

@@ -2,22 +2,35 @@
 
 use serde_json::{Value, json};
 
+use rstest::rstest;
+
 use crate::helpers::{
-    TestApp, assert_json_content_type, assert_python_isoformat, assert_validation_error, json_of,
+    Backend, TestApp, assert_json_content_type, assert_python_isoformat, assert_validation_error,
+    json_of,
 };
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn list_starts_as_an_empty_json_array() {
-    let app = TestApp::spawn().await;
+async fn list_starts_as_an_empty_json_array(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.get("/api/items").await;
     assert_eq!(response.status(), 200);
     assert_json_content_type(&response);
     assert_eq!(response.text().await.unwrap(), "[]");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn create_answers_201_with_the_stored_item_and_its_location() {
-    let app = TestApp::spawn().await;
+async fn create_answers_201_with_the_stored_item_and_its_location(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.post_json(&json!({"text": "buy milk"})).await;
     assert_eq!(response.status(), 201);
     assert_json_content_type(&response);
@@ -31,18 +44,30 @@ async fn create_answers_201_with_the_stored_item_and_its_location() {
     assert_eq!(keys.len(), 3, "exactly id, text, created_at: {item}");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn create_trims_surrounding_whitespace_like_python_and_keeps_inner_whitespace() {
-    let app = TestApp::spawn().await;
+async fn create_trims_surrounding_whitespace_like_python_and_keeps_inner_whitespace(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let item = app
         .add(" \t\u{a0}\u{3000}buy   oat\tmilk\u{2028}\u{1f}\n")
         .await;
     assert_eq!(item["text"], "buy   oat\tmilk");
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn create_rejects_blank_text_with_400_and_stores_nothing() {
-    let app = TestApp::spawn().await;
+async fn create_rejects_blank_text_with_400_and_stores_nothing(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for blank in ["", "   ", "\n\t\r", "\u{a0}\u{2003}\u{3000}"] {
         let response = app.post_json(&json!({"text": blank})).await;
         assert_eq!(response.status(), 400, "{blank:?}");
@@ -55,9 +80,14 @@ async fn create_rejects_blank_text_with_400_and_stores_nothing() {
     assert!(app.items().await.is_empty());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn client_sent_id_created_at_and_unknown_fields_are_ignored() {
-    let app = TestApp::spawn().await;
+async fn client_sent_id_created_at_and_unknown_fields_are_ignored(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app
         .post_json(&json!({"text": "x", "id": 999, "created_at": "1999-01-01", "extra": [1, 2]}))
         .await;
@@ -67,9 +97,14 @@ async fn client_sent_id_created_at_and_unknown_fields_are_ignored() {
     assert!(item.get("extra").is_none());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn unusual_text_is_stored_and_returned_byte_for_byte() {
-    let app = TestApp::spawn().await;
+async fn unusual_text_is_stored_and_returned_byte_for_byte(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let samples = [
         "emoji 😀 and a flag 🇺🇦",
         "right-to-left שלום",
@@ -91,9 +126,14 @@ async fn unusual_text_is_stored_and_returned_byte_for_byte() {
     );
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn list_is_newest_first() {
-    let app = TestApp::spawn().await;
+async fn list_is_newest_first(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for text in ["first", "second", "third"] {
         app.add(text).await;
     }
@@ -106,9 +146,14 @@ async fn list_is_newest_first() {
     assert_eq!(texts, vec![json!("third"), json!("second"), json!("first")]);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn get_returns_one_item_or_a_json_404() {
-    let app = TestApp::spawn().await;
+async fn get_returns_one_item_or_a_json_404(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let item = app.add("one").await;
     let response = app.get(&format!("/api/items/{}", item["id"])).await;
     assert_eq!(response.status(), 200);
@@ -120,9 +165,14 @@ async fn get_returns_one_item_or_a_json_404() {
     assert_eq!(json_of(missing).await, json!({"detail": "Item not found"}));
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn a_non_integer_item_id_is_a_422() {
-    let app = TestApp::spawn().await;
+async fn a_non_integer_item_id_is_a_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.get("/api/items/abc").await;
     assert_validation_error(response, "int_parsing", json!(["path", "id"])).await;
     let response = app
@@ -134,9 +184,14 @@ async fn a_non_integer_item_id_is_a_422() {
     assert_validation_error(response, "int_parsing", json!(["path", "id"])).await;
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn delete_removes_the_item_once() {
-    let app = TestApp::spawn().await;
+async fn delete_removes_the_item_once(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let keep = app.add("keep").await;
     let gone = app.add("gone").await;
     let url = app.url(&format!("/api/items/{}", gone["id"]));
@@ -151,9 +206,14 @@ async fn delete_removes_the_item_once() {
     assert_eq!(json_of(again).await, json!({"detail": "Item not found"}));
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn ids_are_never_reused_after_a_delete() {
-    let app = TestApp::spawn().await;
+async fn ids_are_never_reused_after_a_delete(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let first = app.add("a").await;
     app.client
         .delete(app.url(&format!("/api/items/{}", first["id"])))
@@ -164,9 +224,14 @@ async fn ids_are_never_reused_after_a_delete() {
     assert!(second["id"].as_i64() > first["id"].as_i64());
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn keyset_pages_cover_the_list_without_gaps_or_repeats() {
-    let app = TestApp::spawn().await;
+async fn keyset_pages_cover_the_list_without_gaps_or_repeats(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for n in 0..25 {
         app.add(&format!("item {n}")).await;
     }
@@ -193,9 +258,14 @@ async fn keyset_pages_cover_the_list_without_gaps_or_repeats() {
     assert_eq!(seen, expected);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn the_newest_page_reflects_each_write_at_once() {
-    let app = TestApp::spawn().await;
+async fn the_newest_page_reflects_each_write_at_once(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     for n in 0..5 {
         let item = app.add(&format!("n{n}")).await;
         let page = json_of(app.get("/api/items?limit=2").await).await;
@@ -209,9 +279,14 @@ async fn the_newest_page_reflects_each_write_at_once() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn unknown_query_parameters_are_ignored() {
-    let app = TestApp::spawn().await;
+async fn unknown_query_parameters_are_ignored(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     app.add("a").await;
     let response = app
         .get("/api/items?_=1700000000000&cachebust&sort=whatever")
@@ -220,9 +295,14 @@ async fn unknown_query_parameters_are_ignored() {
     assert_eq!(json_of(response).await.as_array().unwrap().len(), 1);
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn invalid_pagination_values_are_422() {
-    let app = TestApp::spawn().await;
+async fn invalid_pagination_values_are_422(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let cases = [
         ("limit=abc", "int_parsing", "limit"),
         ("limit=0", "greater_than_equal", "limit"),
@@ -238,9 +318,14 @@ async fn invalid_pagination_values_are_422() {
     }
 }
 
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
 #[tokio::test]
-async fn head_requests_get_headers_without_a_body() {
-    let app = TestApp::spawn().await;
+async fn head_requests_get_headers_without_a_body(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
     let response = app.client.head(app.url("/api/items")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_json_content_type(&response);

@@ -6,8 +6,11 @@
 //! answered only after its transaction committed. Readers use their own connections; in WAL mode
 //! they read the last committed snapshot and never wait for the writer.
 
+pub mod backup;
+pub mod transfer;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,11 +18,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{DatabaseStatus, Item, ItemStore, Page, StoreError};
+use serde_json::json;
+
+use super::{DatabaseStatus, Item, ItemStore, Page, StoreError, error_chain};
 use crate::domain::{ItemText, now_timestamp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_items.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_items.sql")];
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -75,7 +80,6 @@ impl Synchronous {
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
-    pub path: PathBuf,
     pub journal_mode: JournalMode,
     pub synchronous: Synchronous,
     pub busy_timeout: Duration,
@@ -167,21 +171,31 @@ pub fn claim_owner_lock(database: &Path) -> Result<Option<std::fs::File>, OpenEr
     }
 }
 
+/// Opens the store off the async threads (opening and migrating block).
+pub async fn open(path: &Path, options: &SqliteOptions) -> Result<SqliteStore, super::OpenError> {
+    let (path, options) = (path.to_path_buf(), options.clone());
+    tokio::task::spawn_blocking(move || SqliteStore::open(&path, &options))
+        .await
+        .map_err(|error| super::OpenError::new(format!("cannot start the database: {error}")))?
+        .map_err(super::OpenError::new)
+}
+
 pub struct SqliteStore {
     writer: mpsc::Sender<WriteCommand>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
     read_slots: Arc<Semaphore>,
     read_connections: u32,
-    revision: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    journal_mode: JournalMode,
     /// Held while the store is open; see `claim_owner_lock`.
     owner: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database, then starts the writer thread.
-    pub fn open(options: SqliteOptions) -> Result<Self, OpenError> {
-        let path = options.path.clone();
+    pub fn open(path: &Path, options: &SqliteOptions) -> Result<Self, OpenError> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
                 path: dir.to_path_buf(),
@@ -189,7 +203,7 @@ impl SqliteStore {
             })?;
         }
         let owner = claim_owner_lock(&path)?;
-        let mut conn = open_writer(&options)?;
+        let mut conn = open_writer(&path, options)?;
         migrate(&mut conn, &path)?;
         conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
             .map(drop)
@@ -205,18 +219,29 @@ impl SqliteStore {
         });
         // Open one reader now so a problem shows at start-up, not on the first request.
         let first_reader = readers.open().map_err(|source| OpenError::Setup {
-            path,
+            path: path.clone(),
             cause: source,
         })?;
         readers.give_back(first_reader);
 
-        let revision = Arc::new(AtomicU64::new(0));
+        // Counted once here; from now on only this process writes (the owner lock), so the
+        // writer keeps the count exact and readiness probes never scan the table.
+        let items = conn
+            .query_row("SELECT count(*) FROM items", [], |row| row.get(0))
+            .map_err(|source| OpenError::Setup {
+                path,
+                cause: source,
+            })?;
+        let counters = Arc::new(Counters {
+            revision: AtomicU64::new(0),
+            items: AtomicI64::new(items),
+        });
         let (writer, commands) = mpsc::channel(WRITE_QUEUE);
         let writer_thread = {
-            let revision = Arc::clone(&revision);
+            let counters = Arc::clone(&counters);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || run_writer(conn, commands, &revision))
+                .spawn(move || run_writer(conn, commands, &counters))
                 .map_err(OpenError::Thread)?
         };
         let read_connections = u32::try_from(options.read_connections.max(1)).unwrap_or(u32::MAX);
@@ -226,7 +251,8 @@ impl SqliteStore {
             readers,
             read_slots: Arc::new(Semaphore::new(read_connections as usize)),
             read_connections,
-            revision,
+            counters,
+            journal_mode: options.journal_mode,
             owner: Mutex::new(owner),
         })
     }
@@ -242,7 +268,7 @@ impl SqliteStore {
         let slot = Arc::clone(&self.read_slots)
             .acquire_owned()
             .await
-            .map_err(|_| StoreError::Unavailable("shutting down"))?;
+            .map_err(|_| StoreError::unavailable("shutting down"))?;
         let readers = Arc::clone(&self.readers);
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
@@ -262,10 +288,10 @@ impl SqliteStore {
         self.writer
             .send(command(reply))
             .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped"))?;
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped"))?
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 }
 
@@ -305,12 +331,7 @@ impl ItemStore for SqliteStore {
 
     async fn status(&self) -> DatabaseStatus {
         let read = self
-            .read(|conn| {
-                let count: i64 =
-                    conn.query_row("SELECT count(*) FROM items", [], |row| row.get(0))?;
-                let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-                Ok((count, mode))
-            })
+            .read(|conn| conn.query_row("PRAGMA journal_mode", [], |row| row.get::<_, String>(0)))
             .await;
         let probe = tokio::time::timeout(
             PROBE_TIMEOUT,
@@ -319,32 +340,45 @@ impl ItemStore for SqliteStore {
         .await;
         let write_error = match probe {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(describe(&error)),
+            Ok(Err(error)) => Some(error_chain(&error)),
             Err(_) => Some(format!(
                 "the writer did not answer within {}s",
                 PROBE_TIMEOUT.as_secs()
             )),
         };
+        let mut details = serde_json::Map::new();
+        details.insert(
+            "requested_journal_mode".into(),
+            json!(self.journal_mode.as_sql().to_ascii_lowercase()),
+        );
         match read {
-            Ok((count, mode)) => DatabaseStatus {
-                reachable: true,
-                writable: write_error.is_none(),
-                item_count: Some(count),
-                journal_mode: Some(mode.to_ascii_lowercase()),
-                error: write_error,
-            },
+            Ok(mode) => {
+                let mode = mode.to_ascii_lowercase();
+                details.insert("journal_mode".into(), json!(mode));
+                DatabaseStatus {
+                    backend: "sqlite",
+                    reachable: true,
+                    writable: write_error.is_none(),
+                    item_count: Some(self.counters.items.load(Ordering::Acquire)),
+                    journal_mode: Some(mode),
+                    error: write_error,
+                    details,
+                }
+            }
             Err(error) => DatabaseStatus {
+                backend: "sqlite",
                 reachable: false,
                 writable: write_error.is_none(),
                 item_count: None,
                 journal_mode: None,
-                error: Some(describe(&error)),
+                error: Some(error_chain(&error)),
+                details,
             },
         }
     }
 
     fn revision(&self) -> Option<u64> {
-        Some(self.revision.load(Ordering::Acquire))
+        Some(self.counters.revision.load(Ordering::Acquire))
     }
 
     fn is_alive(&self) -> bool {
@@ -386,15 +420,20 @@ impl ItemStore for SqliteStore {
     }
 }
 
-/// A readable description of a storage error, with SQLite's own message when there is one.
-fn describe(error: &StoreError) -> String {
-    match error {
-        StoreError::Sqlite(inner) => format!("{error}: {inner}"),
-        other => other.to_string(),
+/// Busy and locked (another process holds the lock past the busy timeout) pass by themselves;
+/// anything else is a failure.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Self::unavailable_because("the database is locked by another process", error)
+            }
+            _ => Self::failed(error),
+        }
     }
 }
 
-fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
+pub(super) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
     Ok(Item {
         id: row.get(0)?,
         text: lossless_text(row, 1)?,
@@ -416,8 +455,8 @@ fn lossless_text(row: &Row<'_>, index: usize) -> rusqlite::Result<String> {
     })
 }
 
-fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenError> {
-    let path = &options.path;
+fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenError> {
+    let path = &path.to_path_buf();
     let setup = |source| OpenError::Setup {
         path: path.clone(),
         cause: source,
@@ -460,7 +499,7 @@ fn open_writer(options: &SqliteOptions) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let setup = |source| OpenError::Setup {
         path: path.to_path_buf(),
         cause: source,
@@ -536,6 +575,14 @@ impl ReaderPool {
     }
 }
 
+/// What the writer keeps up to date as it commits.
+struct Counters {
+    /// Bumped after every commit that changed the items, before any of its writes is answered.
+    revision: AtomicU64,
+    /// Items in the table.
+    items: AtomicI64,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteCommand {
@@ -566,7 +613,7 @@ enum Applied {
 fn run_writer(
     mut conn: Connection,
     mut commands: mpsc::Receiver<WriteCommand>,
-    revision: &AtomicU64,
+    counters: &Counters,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = commands.blocking_recv() {
@@ -577,7 +624,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        if let Some(closed) = apply_batch(&mut conn, &mut batch, revision) {
+        if let Some(closed) = apply_batch(&mut conn, &mut batch, counters) {
             commands.close();
             // Writes that raced with shutdown are refused rather than left unanswered.
             while let Ok(late) = commands.try_recv() {
@@ -596,7 +643,7 @@ fn run_writer(
 fn apply_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteCommand>,
-    revision: &AtomicU64,
+    counters: &Counters,
 ) -> Option<oneshot::Sender<()>> {
     let mut writes = Vec::with_capacity(batch.len());
     let mut probes = Vec::new();
@@ -609,7 +656,7 @@ fn apply_batch(
         }
     }
     if !writes.is_empty() {
-        commit_writes(conn, writes, revision);
+        commit_writes(conn, writes, counters);
     }
     for reply in probes {
         let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
@@ -619,7 +666,7 @@ fn apply_batch(
 }
 
 /// Runs the writes in one transaction and answers each only after the commit.
-fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, revision: &AtomicU64) {
+fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Counters) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(error) => {
@@ -660,20 +707,23 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, revision: &At
         }
         applied.push(outcome);
     }
-    let changed = applied.iter().any(|outcome| {
-        matches!(
-            outcome,
-            Applied::Insert(_, Ok(_)) | Applied::Delete(_, Ok(true))
-        )
-    });
+    let added = applied
+        .iter()
+        .filter(|outcome| matches!(outcome, Applied::Insert(_, Ok(_))))
+        .count() as i64;
+    let removed = applied
+        .iter()
+        .filter(|outcome| matches!(outcome, Applied::Delete(_, Ok(true))))
+        .count() as i64;
     let committed = match aborted {
         Some(error) => Err(error),
         None => tx.commit(),
     };
     match committed {
         Ok(()) => {
-            if changed {
-                revision.fetch_add(1, Ordering::Release);
+            if added + removed > 0 {
+                counters.items.fetch_add(added - removed, Ordering::AcqRel);
+                counters.revision.fetch_add(1, Ordering::Release);
             }
             for outcome in applied {
                 match outcome {
@@ -737,7 +787,7 @@ fn fail(write: WriteCommand, error: &rusqlite::Error) {
 /// Answers a command that arrived after shutdown began.
 fn refuse(command: WriteCommand) {
     fn closed<T>() -> Result<T, StoreError> {
-        Err(StoreError::Unavailable("shutting down"))
+        Err(StoreError::unavailable("shutting down"))
     }
     match command {
         WriteCommand::Insert { reply, .. } => {
@@ -797,9 +847,12 @@ fn checkpoint(conn: &Connection) {
 mod tests {
     use super::*;
 
-    fn options(dir: &Path) -> SqliteOptions {
+    fn open(dir: &Path) -> Result<SqliteStore, OpenError> {
+        SqliteStore::open(&dir.join("app.db"), &options())
+    }
+
+    fn options() -> SqliteOptions {
         SqliteOptions {
-            path: dir.join("app.db"),
             journal_mode: JournalMode::Wal,
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
@@ -810,7 +863,7 @@ mod tests {
     #[tokio::test]
     async fn revision_changes_only_when_items_change() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let store = open(dir.path()).unwrap();
         let start = store.revision().unwrap();
         assert!(!store.delete(12345).await.unwrap());
         assert_eq!(store.revision(), Some(start));
@@ -822,25 +875,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_item_count_is_kept_by_the_writer_from_the_count_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let first = store.create(ItemText::parse("a").unwrap()).await.unwrap();
+        store.create(ItemText::parse("b").unwrap()).await.unwrap();
+        assert!(store.delete(first.id).await.unwrap());
+        assert!(!store.delete(first.id).await.unwrap());
+        assert_eq!(store.status().await.item_count, Some(1));
+        store.close().await;
+        let reopened = open(dir.path()).unwrap();
+        assert_eq!(reopened.status().await.item_count, Some(1));
+        reopened.close().await;
+    }
+
+    #[tokio::test]
     async fn writes_after_close_are_refused_as_unavailable() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let store = open(dir.path()).unwrap();
         store.close().await;
         let error = store
             .create(ItemText::parse("late").unwrap())
             .await
             .unwrap_err();
-        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
         assert!(matches!(
             store.list(Page::default()).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
     }
 
     #[tokio::test]
     async fn close_checkpoints_the_wal_into_the_main_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let store = open(dir.path()).unwrap();
         store
             .create(ItemText::parse("kept").unwrap())
             .await
@@ -858,11 +926,11 @@ mod tests {
     #[tokio::test]
     async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let first = SqliteStore::open(options(dir.path())).unwrap();
-        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        let first = open(dir.path()).unwrap();
+        let error = open(dir.path()).err().unwrap();
         assert!(matches!(error, OpenError::InUse { .. }), "{error}");
         first.close().await;
-        let second = SqliteStore::open(options(dir.path())).unwrap();
+        let second = open(dir.path()).unwrap();
         second.close().await;
     }
 
@@ -872,7 +940,7 @@ mod tests {
         let conn = Connection::open(dir.path().join("app.db")).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        let error = open(dir.path()).err().unwrap();
         assert!(
             matches!(error, OpenError::TooNew { found: 99, .. }),
             "{error}"
@@ -886,14 +954,14 @@ mod tests {
         conn.execute_batch("CREATE TABLE items (name TEXT)")
             .unwrap();
         drop(conn);
-        let error = SqliteStore::open(options(dir.path())).err().unwrap();
+        let error = open(dir.path()).err().unwrap();
         assert!(matches!(error, OpenError::Schema { .. }), "{error}");
     }
 
     #[tokio::test]
     async fn odd_rows_written_by_other_tools_are_read_not_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(options(dir.path())).unwrap();
+        let store = open(dir.path()).unwrap();
         let conn = Connection::open(dir.path().join("app.db")).unwrap();
         conn.execute(
             "INSERT INTO items (text, created_at) VALUES (?1, 7)",

@@ -24,8 +24,12 @@ pub enum BackupError {
     Missing(PathBuf),
     #[error("{0} already exists; choose a new file name or remove it first")]
     Exists(PathBuf),
+    #[error("{0} exists: another backup to this name may be running; if none is, remove the file")]
+    PartialExists(PathBuf),
+    #[error("{0}")]
+    Copy(String),
     #[error(transparent)]
-    InUse(#[from] super::sqlite::OpenError),
+    InUse(#[from] super::OpenError),
     #[error("{path} is not a usable items database: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{action} {path}: {cause}")]
@@ -47,6 +51,24 @@ pub fn backup(database: &Path, destination: &Path) -> Result<CopyReport, BackupE
     if !database.is_file() {
         return Err(BackupError::Missing(database.to_path_buf()));
     }
+    write_new_file(destination, |partial| {
+        // Read-write because a read-only connection cannot open a WAL database whose -shm file
+        // is missing; this connection only ever runs VACUUM INTO, which reads the source.
+        let source = open_existing(database, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        source
+            .execute("VACUUM INTO ?1", [partial.to_string_lossy()])
+            .map(drop)
+            .map_err(sqlite("cannot write a backup to", partial))
+    })
+}
+
+/// Creates the items database `destination` with `write`, which fills a temporary file beside
+/// it. The result is checked, flushed, and only then put in place, so a reader never sees a
+/// half-written file and an existing file is never replaced.
+pub fn write_new_file(
+    destination: &Path,
+    write: impl FnOnce(&Path) -> Result<(), BackupError>,
+) -> Result<CopyReport, BackupError> {
     if destination.exists() {
         return Err(BackupError::Exists(destination.to_path_buf()));
     }
@@ -61,21 +83,12 @@ pub fn backup(database: &Path, destination: &Path) -> Result<CopyReport, BackupE
         })?;
     }
     let partial = with_suffix(destination, ".partial");
-    remove_if_present(&partial)?;
-
-    // Read-write because a read-only connection cannot open a WAL database whose -shm file is
-    // missing; this connection only ever runs VACUUM INTO, which reads the source.
-    let source = open_existing(database, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let copied = source
-        .execute("VACUUM INTO ?1", [partial.to_string_lossy()])
-        .map_err(sqlite("cannot write a backup to", &partial));
-    if let Err(error) = copied {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
+    // Another backup to the same name may be running; its file is not ours to delete.
+    if partial.exists() {
+        return Err(BackupError::PartialExists(partial));
     }
-    drop(source);
-
-    let report = match verify(&partial) {
+    let written = write(&partial).and_then(|()| verify(&partial));
+    let report = match written {
         Ok(report) => report,
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
@@ -117,7 +130,7 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
     }
     // Refused while a service (or another restore) holds the database: the service caches what
     // it read and would keep handing out what the restore just replaced.
-    let _owner = super::sqlite::claim_owner_lock(database)?;
+    let _owner = super::claim_owner_lock(database)?;
     let mut target = Connection::open(database).map_err(sqlite("cannot open", database))?;
     target
         .busy_timeout(BUSY_TIMEOUT)
@@ -131,13 +144,7 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
             None::<fn(rusqlite::backup::Progress)>,
         )
         .map_err(sqlite("cannot restore into", database))?;
-    target
-        .execute_batch(&format!(
-            "UPDATE sqlite_sequence SET seq = max(seq, {highest_id}) WHERE name = 'items';
-             INSERT INTO sqlite_sequence (name, seq)
-               SELECT 'items', {highest_id} WHERE {highest_id} > 0
-               AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items');"
-        ))
+    raise_id_sequence(&target, highest_id)
         .map_err(sqlite("cannot keep the id sequence of", database))?;
     // Fold the WAL in, so the file holds everything (and its size means something).
     target
@@ -147,8 +154,18 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
     verify(database)
 }
 
+/// Makes the next id handed out higher than `highest_id` (ids are never reused).
+pub(super) fn raise_id_sequence(conn: &Connection, highest_id: i64) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "UPDATE sqlite_sequence SET seq = max(seq, {highest_id}) WHERE name = 'items';
+         INSERT INTO sqlite_sequence (name, seq)
+           SELECT 'items', {highest_id} WHERE {highest_id} > 0
+           AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'items');"
+    ))
+}
+
 /// The highest id the `items` table ever handed out (0 for a new database).
-fn highest_id_ever(conn: &Connection) -> rusqlite::Result<i64> {
+pub(super) fn highest_id_ever(conn: &Connection) -> rusqlite::Result<i64> {
     let has_table = |name: &str| -> rusqlite::Result<bool> {
         conn.query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -195,10 +212,10 @@ fn verify(path: &Path) -> Result<CopyReport, BackupError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| invalid(error.to_string()))?;
-    if super::sqlite::known_schema_version(version).is_none() {
+    if super::known_schema_version(version).is_none() {
         return Err(invalid(format!(
             "its schema version {version} is newer than this build knows ({})",
-            super::sqlite::SCHEMA_VERSION
+            super::SCHEMA_VERSION
         )));
     }
     drop(conn);
@@ -249,18 +266,6 @@ fn sync_parent(path: &Path) -> Result<(), BackupError> {
         })
 }
 
-fn remove_if_present(path: &Path) -> Result<(), BackupError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(BackupError::Io {
-            action: "cannot remove the stale partial backup",
-            path: path.to_path_buf(),
-            cause: source,
-        }),
-    }
-}
-
 fn sync_file(path: &Path) -> Result<(), BackupError> {
     std::fs::File::open(path)
         .and_then(|file| file.sync_all())
@@ -278,7 +283,7 @@ mod tests {
     fn database_with(dir: &Path, texts: &[&str]) -> PathBuf {
         let path = dir.join("app.db");
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(include_str!("../../migrations/0001_items.sql"))
+        conn.execute_batch(include_str!("../../../migrations/sqlite/0001_items.sql"))
             .unwrap();
         for text in texts {
             conn.execute(
@@ -302,6 +307,21 @@ mod tests {
             backup(&database, &target),
             Err(BackupError::Exists(_))
         ));
+    }
+
+    #[test]
+    fn backup_leaves_a_partial_file_of_another_backup_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = database_with(dir.path(), &["a"]);
+        let target = dir.path().join("one.db");
+        let partial = with_suffix(&target, ".partial");
+        std::fs::write(&partial, b"someone else's").unwrap();
+        assert!(matches!(
+            backup(&database, &target),
+            Err(BackupError::PartialExists(_))
+        ));
+        assert_eq!(std::fs::read(&partial).unwrap(), b"someone else's");
+        assert!(!target.exists());
     }
 
     #[test]

@@ -1,0 +1,573 @@
+//! Postgres backend, for running several API processes on one database.
+//!
+//! Every request borrows a pooled connection and runs one statement in autocommit: a 201 is sent
+//! only after the insert committed (`synchronous_commit` is the server's business). Statements
+//! go out unnamed (parse, bind and execute in one round trip), never as prepared statements
+//! kept on the connection, so the pool works through PgBouncer in transaction mode. Nothing is
+//! cached in the process: what one replica committed, every replica reads next.
+//!
+//! The service starts even while the server is unreachable: it reports not ready, answers 503,
+//! and connects and migrates in the background as soon as it can. Problems retrying cannot fix
+//! (a wrong password, a missing database, a newer schema) stop the start instead.
+
+pub mod connect;
+mod text;
+pub mod transfer;
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
+use futures_util::TryStreamExt;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, StoreError, error_chain};
+use crate::domain::{ItemText, now_timestamp};
+
+pub use connect::{SslMode, Target};
+
+/// Schema migrations, applied in order; `items_schema_migrations` records the applied ones.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_items.sql")];
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+/// Taken (for the migrating transaction only) by every process that migrates, so replicas
+/// starting together apply each migration once. Any fixed number; these bytes spell "itemsapi".
+const MIGRATION_LOCK: i64 = 0x6974_656d_7361_7069;
+/// How long a readiness probe waits for the server.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Retry pause while the server cannot be reached at start-up, doubling up to the maximum.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Pool and timeout settings (`DATABASE_POOL_SIZE`, ...).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections this process opens at most.
+    pub size: usize,
+    /// How long a request waits for a free connection before a 503.
+    pub wait_timeout: Duration,
+    /// How long opening one connection may take.
+    pub connect_timeout: Duration,
+    /// How long one statement may run before it is cancelled and the request gets a 503.
+    pub statement_timeout: Duration,
+}
+
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+    /// Connects and migrates in the background when the server was not reachable at start-up.
+    connector: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    pool: Pool,
+    target: Target,
+    /// For cancelling a statement that ran out of time.
+    tls: MakeRustlsConnect,
+    options: PoolOptions,
+    /// Connected and migrated: item requests may run.
+    ready: AtomicBool,
+    /// Why the store is not ready (while `ready` is false).
+    not_ready: Mutex<String>,
+    /// Requests that found every connection in use and had to wait.
+    pool_waits: AtomicU64,
+    /// Requests that waited out `wait_timeout` and got a 503.
+    pool_timeouts: AtomicU64,
+}
+
+/// Why connecting and migrating failed.
+enum PrepareError {
+    /// Retrying cannot help: the settings or the database must change.
+    Fatal(String),
+    /// The server is not reachable (yet).
+    Retry(String),
+}
+
+impl PostgresStore {
+    /// Builds the pool and connects and migrates. An unreachable server is retried in the
+    /// background (the store reports not ready meanwhile); any other failure is returned.
+    pub async fn open(target: &Target, options: &PoolOptions) -> Result<Self, OpenError> {
+        let pool = build_pool(target, options).map_err(OpenError::new)?;
+        let shared = Arc::new(Shared {
+            pool,
+            target: target.clone(),
+            tls: target.tls(),
+            options: options.clone(),
+            ready: AtomicBool::new(false),
+            not_ready: Mutex::new("connecting to the database".into()),
+            pool_waits: AtomicU64::new(0),
+            pool_timeouts: AtomicU64::new(0),
+        });
+        let store = Self {
+            shared: Arc::clone(&shared),
+            connector: Mutex::new(None),
+        };
+        match shared.prepare().await {
+            Ok(()) => {}
+            Err(PrepareError::Fatal(reason)) => {
+                shared.pool.close();
+                return Err(OpenError::new(reason));
+            }
+            Err(PrepareError::Retry(reason)) => {
+                tracing::warn!(database = %target, %reason, "database not reachable yet; serving 503 until it is");
+                shared.set_not_ready(reason);
+                let task = tokio::spawn(keep_connecting(Arc::clone(&shared)));
+                *store
+                    .connector
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(task);
+            }
+        }
+        Ok(store)
+    }
+}
+
+fn build_pool(target: &Target, options: &PoolOptions) -> Result<Pool, String> {
+    let manager = Manager::from_connect(
+        target.driver_config(options.connect_timeout),
+        target.connector(),
+        // A connection the server closed is noticed by the driver and not handed out again;
+        // checking each one with a query first would cost a round trip per request.
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(options.connect_timeout))
+        .build()
+        .map_err(|error| format!("cannot set up the database pool: {error}"))
+}
+
+async fn keep_connecting(shared: Arc<Shared>) {
+    let mut pause = RETRY_FIRST;
+    let mut last_reason = String::new();
+    loop {
+        tokio::time::sleep(pause).await;
+        match shared.prepare().await {
+            Ok(()) => {
+                tracing::info!(database = %shared.target, "connected to the database; serving");
+                return;
+            }
+            Err(PrepareError::Fatal(reason) | PrepareError::Retry(reason)) => {
+                if reason != last_reason {
+                    tracing::warn!(database = %shared.target, %reason, "database still not usable");
+                    last_reason.clone_from(&reason);
+                }
+                shared.set_not_ready(reason);
+            }
+        }
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+impl Shared {
+    fn set_not_ready(&self, reason: String) {
+        *self
+            .not_ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reason;
+    }
+
+    fn not_ready_reason(&self) -> String {
+        self.not_ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Connects and brings the schema up to date; on success the store is ready.
+    async fn prepare(&self) -> Result<(), PrepareError> {
+        let mut client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => return Err(prepare_error(&self.target, &error)),
+        };
+        migrate(&mut client).await.map_err(|error| match error {
+            MigrateError::TooNew(found) => PrepareError::Fatal(format!(
+                "the database {} has schema version {found}, newer than this build knows \
+                 ({SCHEMA_VERSION}); run a newer release",
+                self.target
+            )),
+            MigrateError::Driver(error) => {
+                let reason = format!(
+                    "cannot migrate the database {}: {}",
+                    self.target,
+                    error_chain(&error)
+                );
+                if classify(error).is_transient() {
+                    PrepareError::Retry(reason)
+                } else {
+                    PrepareError::Fatal(reason)
+                }
+            }
+        })?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// A pooled connection, or why there is none.
+    async fn connection(&self) -> Result<Object, StoreError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(StoreError::unavailable(format!(
+                "the database is not ready: {}",
+                self.not_ready_reason()
+            )));
+        }
+        let status = self.pool.status();
+        if status.available == 0 && status.size >= status.max_size {
+            self.pool_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pool.get().await.map_err(|error| match error {
+            PoolError::Timeout(TimeoutType::Wait) => {
+                self.pool_timeouts.fetch_add(1, Ordering::Relaxed);
+                StoreError::unavailable(format!(
+                    "all {} database connections stayed busy for {} ms",
+                    self.options.size,
+                    self.options.wait_timeout.as_millis()
+                ))
+            }
+            PoolError::Timeout(_) => StoreError::unavailable(format!(
+                "connecting to the database took longer than {} ms",
+                self.options.connect_timeout.as_millis()
+            )),
+            PoolError::Backend(error) => match classify(error) {
+                StoreError::Unavailable { cause, .. } => StoreError::Unavailable {
+                    reason: "cannot connect to the database".into(),
+                    cause,
+                },
+                failed => failed,
+            },
+            PoolError::Closed => StoreError::unavailable("shutting down"),
+            other => StoreError::failed(other.to_string()),
+        })
+    }
+
+    /// Runs `statement` on a pooled connection within the statement timeout. A statement that
+    /// runs out of time is cancelled on the server and its connection is not reused.
+    async fn run<T>(
+        &self,
+        statement: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run_within(self.options.statement_timeout, statement)
+            .await
+    }
+
+    async fn run_within<T>(
+        &self,
+        limit: Duration,
+        statement: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let client = self.connection().await?;
+        match tokio::time::timeout(limit, statement(&client)).await {
+            Ok(result) => result.map_err(classify),
+            Err(_) => {
+                let cancel = client.cancel_token();
+                let tls = self.tls.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = cancel.cancel_query(tls).await {
+                        tracing::debug!(%error, "cannot cancel a statement that ran out of time");
+                    }
+                });
+                drop(Object::take(client));
+                Err(StoreError::unavailable(format!(
+                    "the database did not answer within {} ms",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ItemStore for PostgresStore {
+    async fn list(&self, page: Page) -> Result<Vec<Item>, StoreError> {
+        let before = page.before.unwrap_or(i64::MAX);
+        // LIMIT NULL means no limit.
+        let limit = page.limit.map(i64::from);
+        self.shared
+            .run(async |client| {
+                let rows = client
+                    .query_typed_raw(
+                        "SELECT id, text, created_at FROM items WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                        [(&before as &(dyn tokio_postgres::types::ToSql + Sync), Type::INT8), (&limit, Type::INT8)],
+                    )
+                    .await?;
+                let mut rows = pin!(rows);
+                let mut items = Vec::with_capacity(page.limit.map_or(64, |limit| limit as usize));
+                while let Some(row) = rows.try_next().await? {
+                    items.push(item_from_row(&row)?);
+                }
+                Ok(items)
+            })
+            .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Item>, StoreError> {
+        self.shared
+            .run(async |client| {
+                let row = client
+                    .query_typed_opt(
+                        "SELECT id, text, created_at FROM items WHERE id = $1",
+                        &[(&id, Type::INT8)],
+                    )
+                    .await?;
+                row.as_ref().map(item_from_row).transpose()
+            })
+            .await
+    }
+
+    async fn create(&self, text: ItemText) -> Result<Item, StoreError> {
+        let created_at = now_timestamp();
+        let id = self
+            .shared
+            .run(async |client| {
+                let stored = text::encode(text.as_str());
+                let stored: &str = &stored;
+                client
+                    .query_typed_one(
+                        "INSERT INTO items (text, created_at) VALUES ($1, $2) RETURNING id",
+                        &[(&stored, Type::TEXT), (&created_at, Type::TEXT)],
+                    )
+                    .await?
+                    .try_get::<_, i64>(0)
+            })
+            .await?;
+        Ok(Item {
+            id,
+            text: text.into_string(),
+            created_at,
+        })
+    }
+
+    async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        self.shared
+            .run(async |client| {
+                let deleted = client
+                    .execute_typed("DELETE FROM items WHERE id = $1", &[(&id, Type::INT8)])
+                    .await?;
+                Ok(deleted > 0)
+            })
+            .await
+    }
+
+    async fn status(&self) -> DatabaseStatus {
+        let shared = &self.shared;
+        let pool = shared.pool.status();
+        let mut details = serde_json::Map::new();
+        details.insert("server".into(), json!(shared.target.to_string()));
+        details.insert("sslmode".into(), json!(shared.target.ssl_mode().as_str()));
+        details.insert(
+            "pool".into(),
+            json!({
+                "max_size": pool.max_size,
+                "size": pool.size,
+                "available": pool.available,
+                "waiting": pool.waiting,
+                "waits": shared.pool_waits.load(Ordering::Relaxed),
+                "timeouts": shared.pool_timeouts.load(Ordering::Relaxed),
+            }),
+        );
+        details.insert("schema_version".into(), json!(SCHEMA_VERSION));
+        let probe = shared
+            .run_within(shared.options.statement_timeout.min(PROBE_TIMEOUT), async |client| {
+                client
+                    .query_typed_one(
+                        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', \
+                                current_setting('server_version'), \
+                                (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = to_regclass('items'))",
+                        &[],
+                    )
+                    .await
+            })
+            .await;
+        let unusable = |error: String, details| DatabaseStatus {
+            backend: "postgres",
+            reachable: false,
+            writable: false,
+            item_count: None,
+            journal_mode: None,
+            error: Some(error),
+            details,
+        };
+        let row = match probe {
+            Ok(row) => row,
+            Err(error) => return unusable(error_chain(&error), details),
+        };
+        let decoded = (|| -> Result<_, tokio_postgres::Error> {
+            Ok((
+                row.try_get::<_, bool>(0)?,
+                row.try_get::<_, String>(1)?,
+                row.try_get::<_, Option<i64>>(2)?,
+            ))
+        })();
+        let (read_only, version, estimate) = match decoded {
+            Ok(values) => values,
+            Err(error) => return unusable(error.to_string(), details),
+        };
+        details.insert("server_version".into(), json!(version));
+        DatabaseStatus {
+            backend: "postgres",
+            reachable: true,
+            writable: !read_only,
+            item_count: estimate,
+            journal_mode: None,
+            error: read_only
+                .then(|| "the server is read-only (a standby, or in recovery)".to_owned()),
+            details,
+        }
+    }
+
+    fn revision(&self) -> Option<u64> {
+        // Other processes write too: this one cannot tell when the items changed.
+        None
+    }
+
+    async fn close(&self) {
+        let connector = self
+            .connector
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = connector {
+            task.abort();
+        }
+        self.shared.pool.close();
+    }
+}
+
+fn item_from_row(row: &tokio_postgres::Row) -> Result<Item, tokio_postgres::Error> {
+    Ok(Item {
+        id: row.try_get(0)?,
+        text: text::decode(row.try_get(1)?),
+        created_at: text::decode(row.try_get(2)?),
+    })
+}
+
+enum MigrateError {
+    TooNew(i32),
+    Driver(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Driver(error)
+    }
+}
+
+/// Applies the missing migrations in one transaction, under a transaction-scoped advisory lock
+/// (a session lock would not survive PgBouncer's transaction pooling).
+async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), MigrateError> {
+    let transaction = client.transaction().await?;
+    transaction
+        .execute_typed(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&MIGRATION_LOCK, Type::INT8)],
+        )
+        .await?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS items_schema_migrations (
+               version integer PRIMARY KEY,
+               applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    let applied: i32 = transaction
+        .query_typed_one(
+            "SELECT coalesce(max(version), 0) FROM items_schema_migrations",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    if applied > SCHEMA_VERSION {
+        return Err(MigrateError::TooNew(applied));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let version = index as i32 + 1;
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute_typed(
+                "INSERT INTO items_schema_migrations (version) VALUES ($1)",
+                &[(&version, Type::INT4)],
+            )
+            .await?;
+        tracing::info!(version, "applied database migration");
+    }
+    // The table this build needs, whoever created it.
+    transaction
+        .batch_execute("SELECT id, text, created_at FROM items LIMIT 0")
+        .await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Sorts a driver error into "try again later" (503) and "broken" (500).
+fn classify(error: tokio_postgres::Error) -> StoreError {
+    let transient = match error.code() {
+        Some(code) => is_transient(code),
+        // No SQLSTATE: the connection failed or closed (I/O, TLS, server gone).
+        None => {
+            error.is_closed()
+                || error.as_db_error().is_none() && has_cause::<std::io::Error>(&error)
+        }
+    };
+    if transient {
+        StoreError::unavailable_because(
+            "the database connection failed or the server is busy",
+            error,
+        )
+    } else {
+        StoreError::failed(error)
+    }
+}
+
+/// Conditions that pass: connection trouble, server starting or stopping, too many clients,
+/// out of resources, serialization conflicts, cancelled statements, a read-only failover target.
+fn is_transient(code: &SqlState) -> bool {
+    let code = code.code();
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "40001" | "40P01" | "55P03" | "57014" | "25006")
+}
+
+/// Start-up: a server that is down or starting is waited for; anything else stops the start.
+fn prepare_error(target: &Target, error: &PoolError) -> PrepareError {
+    let reason = format!("cannot connect to {target}: {}", error_chain(error));
+    let fatal = match error {
+        PoolError::Backend(error) => match error.code() {
+            Some(code) => !is_transient(code),
+            // TLS negotiation and certificate problems are settings problems.
+            None => has_cause::<rustls::Error>(error) || error.to_string().contains("TLS"),
+        },
+        PoolError::Timeout(_) => false,
+        _ => true,
+    };
+    if fatal {
+        PrepareError::Fatal(reason)
+    } else {
+        PrepareError::Retry(reason)
+    }
+}
+
+fn has_cause<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<T>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}

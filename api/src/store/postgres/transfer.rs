@@ -1,0 +1,221 @@
+//! The Postgres side of `transfer`: a reader in one repeatable-read snapshot and a writer in one
+//! transaction, each on a connection of its own.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Connect;
+use futures_util::TryStreamExt;
+use tokio::task::JoinHandle;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, RowStream};
+
+use super::{SCHEMA_VERSION, Target, item_from_row, migrate, text};
+use crate::store::Item;
+use crate::store::error_chain;
+use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection, outside any pool; the task driving it ends when it is dropped.
+struct Connection {
+    client: Client,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn connect(target: &Target) -> Result<Connection, TransferError> {
+    let (client, driver) = target
+        .connector()
+        .connect(&target.driver_config(CONNECT_TIMEOUT))
+        .await
+        .map_err(|error| {
+            TransferError::new(format!(
+                "cannot connect to {target}: {}",
+                error_chain(&error)
+            ))
+        })?;
+    Ok(Connection { client, driver })
+}
+
+fn failed(target: &Target, action: &str) -> impl Fn(tokio_postgres::Error) -> TransferError {
+    let prefix = format!("cannot {action} {target}");
+    move |error| TransferError::new(format!("{prefix}: {}", error_chain(&error)))
+}
+
+pub struct PostgresReader {
+    total: u64,
+    highest_id_ever: i64,
+    rows: Pin<Box<RowStream>>,
+    target: Target,
+    // Declared last: the row stream reads through this connection.
+    _connection: Connection,
+}
+
+pub async fn reader(target: &Target) -> Result<PostgresReader, TransferError> {
+    let connection = connect(target).await?;
+    let client = &connection.client;
+    let read = failed(target, "read");
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(&read)?;
+    let version: Option<i32> = client
+        .query_typed_one(
+            "SELECT CASE WHEN to_regclass('items_schema_migrations') IS NULL THEN NULL
+                    ELSE (SELECT max(version) FROM items_schema_migrations) END",
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(&read)?;
+    // A table without the migrations record is not one this service made.
+    let Some(version) = version else {
+        return Err(TransferError::new(format!(
+            "{target} has no items created by this service (no items_schema_migrations table)"
+        )));
+    };
+    if version > SCHEMA_VERSION {
+        return Err(TransferError::new(format!(
+            "{target} has schema version {version}, newer than this build knows ({SCHEMA_VERSION})"
+        )));
+    }
+    let row = client
+        .query_typed_one(
+            "SELECT count(*), greatest(coalesce(max(id), 0),
+                    coalesce(pg_sequence_last_value(pg_get_serial_sequence('items', 'id')::regclass), 0))
+             FROM items",
+            &[],
+        )
+        .await
+        .map_err(&read)?;
+    let total: i64 = row.try_get(0).map_err(&read)?;
+    let highest_id_ever: i64 = row.try_get(1).map_err(&read)?;
+    let rows = client
+        .query_typed_raw(
+            "SELECT id, text, created_at FROM items ORDER BY id",
+            std::iter::empty::<(&(dyn ToSql + Sync), Type)>(),
+        )
+        .await
+        .map_err(&read)?;
+    Ok(PostgresReader {
+        total: u64::try_from(total).unwrap_or(0),
+        highest_id_ever,
+        rows: Box::pin(rows),
+        target: target.clone(),
+        _connection: connection,
+    })
+}
+
+#[async_trait]
+impl Reader for PostgresReader {
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn highest_id_ever(&self) -> i64 {
+        self.highest_id_ever
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<Vec<Item>>, TransferError> {
+        let read = failed(&self.target, "read");
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            match self.rows.try_next().await.map_err(&read)? {
+                Some(row) => batch.push(item_from_row(&row).map_err(&read)?),
+                None => break,
+            }
+        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+pub struct PostgresWriter {
+    connection: Connection,
+    target: Target,
+}
+
+/// Migrates the database, starts a transaction, locks `items` against other writers and checks
+/// that it is empty.
+pub async fn writer(target: &Target) -> Result<PostgresWriter, TransferError> {
+    let mut connection = connect(target).await?;
+    let write = failed(target, "write to");
+    migrate(&mut connection.client).await.map_err(|error| match error {
+        super::MigrateError::TooNew(found) => TransferError::new(format!(
+            "{target} has schema version {found}, newer than this build knows ({SCHEMA_VERSION})"
+        )),
+        super::MigrateError::Driver(error) => write(error),
+    })?;
+    let client = &connection.client;
+    // Readers go on; a running service's writes wait until the transfer commits.
+    client
+        .batch_execute("BEGIN; LOCK TABLE items IN EXCLUSIVE MODE")
+        .await
+        .map_err(&write)?;
+    let count: i64 = client
+        .query_typed_one("SELECT count(*) FROM items", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(&write)?;
+    if count > 0 {
+        return Err(TransferError::new(format!(
+            "{target} already holds {count} items; transfer only into an empty database"
+        )));
+    }
+    Ok(PostgresWriter {
+        connection,
+        target: target.clone(),
+    })
+}
+
+#[async_trait]
+impl Writer for PostgresWriter {
+    async fn write(&mut self, items: Vec<Item>) -> Result<(), TransferError> {
+        let ids: Vec<i64> = items.iter().map(|item| item.id).collect();
+        let texts: Vec<String> = items
+            .iter()
+            .map(|item| text::encode(&item.text).into_owned())
+            .collect();
+        let created: Vec<String> = items
+            .iter()
+            .map(|item| text::encode(&item.created_at).into_owned())
+            .collect();
+        self.connection
+            .client
+            .execute_typed(
+                "INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])",
+                &[
+                    (&ids, Type::INT8_ARRAY),
+                    (&texts, Type::TEXT_ARRAY),
+                    (&created, Type::TEXT_ARRAY),
+                ],
+            )
+            .await
+            .map_err(failed(&self.target, "write to"))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError> {
+        let write = failed(&self.target, "write to");
+        let client = &self.connection.client;
+        if highest_id_ever > 0 {
+            client
+                .execute_typed(
+                    "SELECT setval(pg_get_serial_sequence('items', 'id'), greatest($1,
+                        coalesce(pg_sequence_last_value(pg_get_serial_sequence('items', 'id')::regclass), 0)))",
+                    &[(&highest_id_ever, Type::INT8)],
+                )
+                .await
+                .map_err(&write)?;
+        }
+        client.batch_execute("COMMIT").await.map_err(&write)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The SQLite side of `transfer`: a snapshot reader and an all-or-nothing writer, each on its own
+//! thread (SQLite calls block).
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::backup::{highest_id_ever, raise_id_sequence};
+use super::{SCHEMA_VERSION, claim_owner_lock, item_from_row, known_schema_version, migrate};
+use crate::store::Item;
+use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
+
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub struct SqliteReader {
+    total: u64,
+    highest_id_ever: i64,
+    batches: mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+}
+
+/// Opens `path` and starts reading it inside one read transaction (in WAL mode a running service
+/// keeps writing meanwhile; the reader sees the moment it started).
+pub async fn reader(path: &Path) -> Result<SqliteReader, TransferError> {
+    if !path.is_file() {
+        return Err(TransferError::new(format!(
+            "there is no SQLite database at {}",
+            path.display()
+        )));
+    }
+    let path = path.to_path_buf();
+    let (started, facts) = oneshot::channel();
+    let (sender, batches) = mpsc::channel(4);
+    std::thread::Builder::new()
+        .name("transfer-read".into())
+        .spawn(move || read_snapshot(&path, started, &sender))
+        .map_err(|error| TransferError::new(format!("cannot start a reader thread: {error}")))?;
+    let (total, highest_id_ever) = facts
+        .await
+        .map_err(|_| TransferError::new("the reader thread stopped"))??;
+    Ok(SqliteReader {
+        total,
+        highest_id_ever,
+        batches,
+    })
+}
+
+type Facts = Result<(u64, i64), TransferError>;
+
+fn read_snapshot(
+    path: &Path,
+    started: oneshot::Sender<Facts>,
+    batches: &mpsc::Sender<Result<Vec<Item>, TransferError>>,
+) {
+    let failed = |error: rusqlite::Error| {
+        TransferError::new(format!("cannot read {}: {error}", path.display()))
+    };
+    let opened = (|| {
+        // Read-write because a read-only connection cannot open a WAL database whose -shm file
+        // is missing; `query_only` keeps it from writing.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(failed)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        conn.execute_batch("PRAGMA query_only = ON; BEGIN;")
+            .map_err(failed)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(failed)?;
+        if known_schema_version(version).is_none() {
+            return Err(TransferError::new(format!(
+                "{} has schema version {version}, newer than this build knows ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
+        let total: i64 = conn
+            .query_row("SELECT count(*) FROM items", [], |row| row.get(0))
+            .map_err(|error| {
+                TransferError::new(format!(
+                    "{} is not an items database: {error}",
+                    path.display()
+                ))
+            })?;
+        let highest = highest_id_ever(&conn).map_err(failed)?;
+        Ok((conn, u64::try_from(total).unwrap_or(0), highest))
+    })();
+    let conn = match opened {
+        Ok((conn, total, highest)) => {
+            let _ = started.send(Ok((total, highest)));
+            conn
+        }
+        Err(error) => {
+            let _ = started.send(Err(error));
+            return;
+        }
+    };
+    let streamed = (|| {
+        let mut statement = conn
+            .prepare("SELECT id, text, created_at FROM items ORDER BY id")
+            .map_err(failed)?;
+        let mut rows = statement.query([]).map_err(failed)?;
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(row) = rows.next().map_err(failed)? {
+            batch.push(item_from_row(row).map_err(failed)?);
+            if batch.len() == BATCH
+                && batches
+                    .blocking_send(Ok(std::mem::take(&mut batch)))
+                    .is_err()
+            {
+                // Nobody reads any more: the transfer gave up.
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = batches.blocking_send(Ok(batch));
+        }
+        Ok(())
+    })();
+    if let Err(error) = streamed {
+        let _ = batches.blocking_send(Err(error));
+    }
+}
+
+#[async_trait]
+impl Reader for SqliteReader {
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn highest_id_ever(&self) -> i64 {
+        self.highest_id_ever
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<Vec<Item>>, TransferError> {
+        self.batches.recv().await.transpose()
+    }
+}
+
+enum WriteCommand {
+    Items(Vec<Item>, oneshot::Sender<Result<(), TransferError>>),
+    Commit(i64, oneshot::Sender<Result<(), TransferError>>),
+}
+
+pub struct SqliteWriter {
+    commands: mpsc::Sender<WriteCommand>,
+}
+
+/// Creates (or opens) `path`, brings its schema up to date and starts one write transaction. The
+/// file must hold no items and no service may be using it.
+pub async fn writer(path: &Path) -> Result<SqliteWriter, TransferError> {
+    let path = path.to_path_buf();
+    let (ready, started) = oneshot::channel();
+    let (commands, receiver) = mpsc::channel(2);
+    std::thread::Builder::new()
+        .name("transfer-write".into())
+        .spawn(move || write_all(&path, ready, receiver))
+        .map_err(|error| TransferError::new(format!("cannot start a writer thread: {error}")))?;
+    started
+        .await
+        .map_err(|_| TransferError::new("the writer thread stopped"))??;
+    Ok(SqliteWriter { commands })
+}
+
+fn write_all(
+    path: &PathBuf,
+    ready: oneshot::Sender<Result<(), TransferError>>,
+    mut commands: mpsc::Receiver<WriteCommand>,
+) {
+    let failed = |error: rusqlite::Error| {
+        TransferError::new(format!("cannot write {}: {error}", path.display()))
+    };
+    let opened = (|| {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                TransferError::new(format!("cannot create {}: {error}", dir.display()))
+            })?;
+        }
+        let owner =
+            claim_owner_lock(path).map_err(|error| TransferError::new(error.to_string()))?;
+        let mut conn = Connection::open(path).map_err(failed)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(failed)?;
+        migrate(&mut conn, path).map_err(|error| TransferError::new(error.to_string()))?;
+        Ok((owner, conn))
+    })();
+    let (_owner, mut conn) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            let _ = ready.send(Err(failed(error)));
+            return;
+        }
+    };
+    match tx.query_row("SELECT count(*) FROM items", [], |row| row.get::<_, i64>(0)) {
+        Ok(0) => {
+            let _ = ready.send(Ok(()));
+        }
+        Ok(count) => {
+            let _ = ready.send(Err(TransferError::new(format!(
+                "{} already holds {count} items; transfer only into an empty database",
+                path.display()
+            ))));
+            return;
+        }
+        Err(error) => {
+            let _ = ready.send(Err(failed(error)));
+            return;
+        }
+    }
+    // Until Commit arrives, dropping `tx` (the transfer failed) rolls everything back.
+    while let Some(command) = commands.blocking_recv() {
+        match command {
+            WriteCommand::Items(items, reply) => {
+                let written = (|| {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO items (id, text, created_at) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for item in &items {
+                        insert.execute(rusqlite::params![item.id, item.text, item.created_at])?;
+                    }
+                    Ok(())
+                })();
+                let failed_now = written.is_err();
+                let _ = reply.send(written.map_err(failed));
+                if failed_now {
+                    return;
+                }
+            }
+            WriteCommand::Commit(highest_id_ever, reply) => {
+                let committed = raise_id_sequence(&tx, highest_id_ever).and_then(|()| tx.commit());
+                let _ = reply.send(committed.map_err(failed));
+                return;
+            }
+        }
+    }
+}
+
+impl SqliteWriter {
+    async fn send(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), TransferError>>) -> WriteCommand,
+    ) -> Result<(), TransferError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| TransferError::new("the writer thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| TransferError::new("the writer thread stopped"))?
+    }
+}
+
+#[async_trait]
+impl Writer for SqliteWriter {
+    async fn write(&mut self, items: Vec<Item>) -> Result<(), TransferError> {
+        self.send(|reply| WriteCommand::Items(items, reply)).await
+    }
+
+    async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError> {
+        self.send(|reply| WriteCommand::Commit(highest_id_ever, reply))
+            .await
+    }
+}
