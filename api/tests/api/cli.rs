@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{BinaryServer, run_binary};
+use crate::helpers::{BinaryServer, run_binary, setting_variables};
 
 #[test]
 fn healthcheck_exits_zero_when_the_service_answers() {
@@ -159,6 +159,9 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
         ("STATIC_DIR", "/definitely/missing"),
         ("REQUEST_TIMEOUT_SECS", "-1"),
         ("DB_READ_CONNECTIONS", "0"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "60000"),
+        ("DATABASE_URL", "postgres://app@db/items?sslmode=sometimes"),
     ];
     for (variable, value) in cases {
         let (code, stdout, stderr) =
@@ -235,34 +238,98 @@ fn a_port_in_use_is_a_clear_start_up_error() {
     );
 }
 
+/// `--help` of the binary and of each command, together.
+fn all_help() -> String {
+    let mut help = run_binary(&["--help"], &[]).1;
+    for command in ["healthcheck", "backup", "restore", "transfer"] {
+        help.push_str(&run_binary(&[command, "--help"], &[]).1);
+    }
+    help
+}
+
 #[test]
 fn help_lists_every_setting_and_command() {
     let (code, stdout, _) = run_binary(&["--help"], &[]);
     assert_eq!(code, 0);
-    for name in [
-        "BIND_ADDR",
-        "DB_PATH",
-        "APP_ENV",
-        "LOG_FORMAT",
-        "RUST_LOG",
-        "MAX_BODY_BYTES",
-        "STATIC_DIR",
-        "SQLITE_JOURNAL_MODE",
-        "SQLITE_SYNCHRONOUS",
-        "SQLITE_BUSY_TIMEOUT_MS",
-        "DB_READ_CONNECTIONS",
-        "REQUEST_TIMEOUT_SECS",
-        "BODY_TIMEOUT_SECS",
-        "SHUTDOWN_TIMEOUT_SECS",
-        "BUILD_VERSION",
-        "BUILD_DATE",
-        "VCS_REF",
-        "healthcheck",
-        "backup",
-        "restore",
-    ] {
-        assert!(stdout.contains(name), "--help does not mention {name}");
+    for command in ["healthcheck", "backup", "restore", "transfer"] {
+        assert!(
+            stdout.contains(command),
+            "--help does not mention {command}"
+        );
     }
+    let help = all_help();
+    let variables = setting_variables();
+    assert!(variables.len() >= 26, "{variables:?}");
+    for name in variables {
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "no --help mentions {name}"
+        );
+    }
+}
+
+#[test]
+fn help_never_shows_the_value_of_a_database_url() {
+    let secret = "postgres://app:hunter2@db/items";
+    for (command, variable) in [("--help", "DATABASE_URL"), ("transfer", "TRANSFER_FROM")] {
+        let args: &[&str] = if command == "--help" {
+            &["--help"]
+        } else {
+            &[command, "--help"]
+        };
+        let (_, stdout, _) = run_binary(args, &[(variable, secret)]);
+        assert!(stdout.contains(&format!("[env: {variable}]")), "{stdout}");
+        assert!(!stdout.contains("hunter2"), "{stdout}");
+    }
+}
+
+#[test]
+fn bad_database_urls_stop_the_service_with_one_line_that_hides_the_password() {
+    for url in [
+        "mysql://root:hunter2@db/items",
+        "db.example.com:5432",
+        "postgres://app:hunter2@db/items?sslmode=maybe",
+        "postgres://app:hunter2@db:port/items",
+        "postgres://app:hunter2@/items",
+        "postgres://app:hunter2@db/items?sslmode=verify-full&sslrootcert=/missing/root.pem",
+        "sqlite://",
+    ] {
+        let (code, stdout, stderr) = run_binary(&[], &[("DATABASE_URL", url)]);
+        assert_eq!(code, 2, "{url}: {stdout}{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{url}: {stderr}");
+        assert!(stderr.contains("DATABASE_URL"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unreadable_password_file_stops_the_service_naming_it() {
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DATABASE_URL", "postgres://app@db/items"),
+            ("DATABASE_PASSWORD_FILE", "/definitely/missing/password"),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("DATABASE_PASSWORD_FILE"), "{stderr}");
+}
+
+#[test]
+fn transfer_names_the_side_that_is_wrong() {
+    let (code, _, stderr) = run_binary(
+        &[
+            "transfer",
+            "--from",
+            "a.db",
+            "--to",
+            "postgres://u:hunter2@h/db?sslmode=nope",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--to has an unknown sslmode"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[test]
@@ -289,15 +356,7 @@ fn the_service_starts_without_hanging() {
 fn the_readme_settings_table_lists_every_variable_of_help() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let mut help = run_binary(&["--help"], &[]).1;
-    help.push_str(&run_binary(&["healthcheck", "--help"], &[]).1);
-    let variables: Vec<&str> = help
-        .split("[env: ")
-        .skip(1)
-        .filter_map(|rest| rest.split(['=', ']']).next())
-        .collect();
-    assert!(variables.len() >= 17, "{variables:?}");
-    for variable in variables {
+    for variable in setting_variables() {
         assert!(
             readme.contains(&format!("| `{variable}` |")),
             "README's settings table lacks {variable}"

@@ -63,15 +63,18 @@ impl TestApp {
                         return None;
                     }
                 };
-                Some(
-                    Self::spawn_with(|config| {
-                        config.database_url = items_api::config::DatabaseUrl(url);
-                        customize(config);
-                    })
-                    .await,
-                )
+                Some(Self::on_url(&url, customize).await)
             }
         }
+    }
+
+    /// A service on the Postgres database `url`.
+    pub async fn on_url(url: &str, customize: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with(|config| {
+            config.database_url = items_api::config::DatabaseUrl(url.to_owned());
+            customize(config);
+        })
+        .await
     }
 
     /// A service on an existing database path (the caller owns the directory).
@@ -214,29 +217,30 @@ pub struct BinaryServer {
 pub fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_items-api"));
     // A test must not depend on the developer's environment.
-    for variable in [
-        "BIND_ADDR",
-        "DB_PATH",
-        "APP_ENV",
-        "LOG_FORMAT",
-        "RUST_LOG",
-        "MAX_BODY_BYTES",
-        "STATIC_DIR",
-        "SQLITE_JOURNAL_MODE",
-        "SQLITE_SYNCHRONOUS",
-        "SQLITE_BUSY_TIMEOUT_MS",
-        "DB_READ_CONNECTIONS",
-        "REQUEST_TIMEOUT_SECS",
-        "BODY_TIMEOUT_SECS",
-        "SHUTDOWN_TIMEOUT_SECS",
-        "HEALTHCHECK_TIMEOUT_MS",
-        "BUILD_VERSION",
-        "BUILD_DATE",
-        "VCS_REF",
-    ] {
+    for variable in setting_variables() {
         command.env_remove(variable);
     }
     command
+}
+
+/// Every environment variable the binary reads, from its command-line definition.
+pub fn setting_variables() -> Vec<String> {
+    fn collect(command: &clap::Command, names: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env() {
+                names.push(name.to_string_lossy().into_owned());
+            }
+        }
+        for subcommand in command.get_subcommands() {
+            collect(subcommand, names);
+        }
+    }
+    use clap::CommandFactory;
+    let mut names = Vec::new();
+    collect(&items_api::Cli::command(), &mut names);
+    names.sort();
+    names.dedup();
+    names
 }
 
 impl BinaryServer {

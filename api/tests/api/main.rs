@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod items;
 mod persistence;
+mod postgres;
 mod postgres_support;
 mod proxy;
 mod shutdown;

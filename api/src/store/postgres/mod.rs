@@ -42,6 +42,8 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Taken (for the migrating transaction only) by every process that migrates, so replicas
 /// starting together apply each migration once. Any fixed number; these bytes spell "itemsapi".
 const MIGRATION_LOCK: i64 = 0x6974_656d_7361_7069;
+/// How long asking the server to cancel a statement may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry pause while the server cannot be reached at start-up, doubling up to the maximum.
@@ -272,13 +274,20 @@ impl Shared {
         match tokio::time::timeout(limit, statement(&client)).await {
             Ok(result) => result.map_err(classify),
             Err(_) => {
+                // Asked before answering, so a statement reported as failed is not left to finish
+                // (and perhaps commit) on its own later.
                 let cancel = client.cancel_token();
-                let tls = self.tls.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = cancel.cancel_query(tls).await {
-                        tracing::debug!(%error, "cannot cancel a statement that ran out of time");
+                match tokio::time::timeout(CANCEL_TIMEOUT, cancel.cancel_query(self.tls.clone()))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot cancel a statement that ran out of time")
                     }
-                });
+                    Err(_) => {
+                        tracing::warn!("cancelling a statement that ran out of time timed out")
+                    }
+                }
                 drop(Object::take(client));
                 Err(StoreError::unavailable(format!(
                     "the database did not answer within {} ms",

@@ -1,0 +1,754 @@
+//! What only the Postgres backend does: several processes on one database, outages, the pool,
+//! PgBouncer, TLS, passwords and schema versions.
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, BinaryServer, TestApp, json_of, run_binary};
+use crate::postgres_support::{
+    self, Cluster, PASSWORD, PASSWORD_USER, connect, eventually, execute, fresh_database_url,
+    shared, unavailable,
+};
+
+/// A fresh schema's URL, or `None` after saying why there is no Postgres.
+async fn database() -> Option<String> {
+    match fresh_database_url().await {
+        Ok(url) => Some(url),
+        Err(reason) => {
+            unavailable(&reason);
+            None
+        }
+    }
+}
+
+/// A cluster of the test's own (it will be stopped), or `None` after saying why not.
+fn own_cluster() -> Option<Cluster> {
+    match Cluster::start() {
+        Ok(cluster) => Some(cluster),
+        Err(reason) => {
+            unavailable(&reason);
+            None
+        }
+    }
+}
+
+fn serve(url: &str) -> BinaryServer {
+    let unused = std::env::temp_dir().join("unused-sqlite.db");
+    BinaryServer::start(&unused, &[("DATABASE_URL", url)])
+}
+
+async fn post(client: &reqwest::Client, server: &BinaryServer, text: &str) -> reqwest::Response {
+    client
+        .post(server.url("/api/items"))
+        .json(&json!({ "text": text }))
+        .send()
+        .await
+        .expect("POST is answered")
+}
+
+async fn ids_listed_by(client: &reqwest::Client, url: String) -> HashSet<i64> {
+    let items: Vec<Value> = client.get(url).send().await.unwrap().json().await.unwrap();
+    items
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn health_reports_the_backend_the_pool_and_an_item_estimate() {
+    let Some(app) = TestApp::on(Backend::Postgres).await else {
+        return;
+    };
+    app.add("one").await;
+    let body = json_of(app.get("/api/health").await).await;
+    let database = &body["database"];
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(database["backend"], "postgres");
+    assert_eq!(
+        (database["reachable"].clone(), database["writable"].clone()),
+        (json!(true), json!(true))
+    );
+    assert!(
+        database["item_count"].is_i64() || database["item_count"].is_null(),
+        "{database}"
+    );
+    assert!(
+        database.get("journal_mode").is_none(),
+        "no SQLite field: {database}"
+    );
+    assert_eq!(database["details"]["pool"]["max_size"], 10);
+    assert_eq!(database["details"]["sslmode"], "disable");
+    assert!(
+        database["details"]["server_version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_database_read_each_others_writes_at_once() {
+    let Some(url) = database().await else { return };
+    let (first, second) = (serve(&url), serve(&url));
+    let client = reqwest::Client::new();
+    for (writer, reader) in [(&first, &second), (&second, &first)] {
+        let item = json_of(post(&client, writer, "written here").await).await;
+        let seen = client
+            .get(reader.url(&format!("/api/items/{}", item["id"])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(seen.status(), 200, "read-your-writes across processes");
+        assert!(
+            ids_listed_by(&client, reader.url("/api/items?limit=5"))
+                .await
+                .contains(&item["id"].as_i64().unwrap())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_posts_split_across_two_processes_get_unique_ids_listed_by_both() {
+    let Some(url) = database().await else { return };
+    let servers = Arc::new([serve(&url), serve(&url)]);
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let (servers, client) = (Arc::clone(&servers), client.clone());
+            tokio::spawn(async move {
+                let response = post(&client, &servers[n % 2], &format!("item {n}")).await;
+                assert_eq!(response.status(), 201);
+                json_of(response).await["id"].as_i64().unwrap()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        assert!(
+            ids.insert(task.await.unwrap()),
+            "an id was handed out twice"
+        );
+    }
+    for server in servers.iter() {
+        assert_eq!(ids_listed_by(&client, server.url("/api/items")).await, ids);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_starting_together_migrate_the_schema_once() {
+    let Some(url) = database().await else { return };
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || serve(&url))
+        })
+        .collect();
+    let servers: Vec<BinaryServer> = starts
+        .into_iter()
+        .map(|start| start.join().unwrap())
+        .collect();
+    let client = reqwest::Client::new();
+    for server in &servers {
+        let response = client.get(server.url("/api/health")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let rows = connect(&url)
+        .await
+        .unwrap()
+        .query(
+            "SELECT version FROM items_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap();
+    let versions: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(versions, vec![1]);
+    let migrated = servers
+        .iter()
+        .filter(|server| server.log_contains("applied database migration"))
+        .count();
+    assert_eq!(migrated, 1, "exactly one process applied the migration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_under_load_answers_503_then_recovers_without_losing_acknowledged_writes()
+{
+    let Some(cluster) = own_cluster() else { return };
+    let app = TestApp::on_url(&cluster.url("postgres", ""), |config| {
+        config.database_connect_timeout_ms = 500;
+        config.database_statement_timeout_ms = 2000;
+    })
+    .await;
+    let app = Arc::new(app);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (app, stop) = (Arc::clone(&app), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let (mut acknowledged, mut refused, mut other) = (Vec::new(), 0, Vec::new());
+                for n in 0..2000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let response = app
+                        .post_json(&json!({"text": format!("w{writer}-{n}")}))
+                        .await;
+                    let waited = started.elapsed();
+                    match response.status().as_u16() {
+                        201 => acknowledged.push(json_of(response).await["id"].as_i64().unwrap()),
+                        503 => {
+                            assert_eq!(response.headers()["retry-after"], "1");
+                            assert_eq!(
+                                json_of(response).await,
+                                json!({"detail": "Service Unavailable"})
+                            );
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        status => other.push(status),
+                    }
+                    assert!(
+                        waited < Duration::from_secs(10),
+                        "a request hung for {waited:?}"
+                    );
+                }
+                (acknowledged, refused, other)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.crash_server().unwrap();
+    let down = eventually(Duration::from_secs(10), async || {
+        app.get("/api/health").await.status() == 503
+    })
+    .await;
+    assert!(down, "readiness never noticed the outage");
+    assert_eq!(
+        app.get("/api/healthz").await.status(),
+        200,
+        "liveness stays up"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_server().unwrap();
+    let recovered = eventually(Duration::from_secs(20), async || {
+        app.post_json(&json!({"text": "after the outage"}))
+            .await
+            .status()
+            == 201
+    })
+    .await;
+    assert!(recovered, "the service did not recover by itself");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, mut refused) = (HashSet::new(), 0);
+    for writer in writers {
+        let (ids, refusals, other) = writer.await.unwrap();
+        assert!(other.is_empty(), "statuses other than 201/503: {other:?}");
+        acknowledged.extend(ids);
+        refused += refusals;
+    }
+    assert!(refused > 0, "the outage was not seen by any writer");
+    let listed: HashSet<i64> = app
+        .items()
+        .await
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect();
+    let lost: Vec<_> = acknowledged.difference(&listed).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {lost:?}",
+        lost.len()
+    );
+}
+
+#[tokio::test]
+async fn the_service_starts_before_the_database_and_connects_when_it_comes_up() {
+    let Some(cluster) = own_cluster() else { return };
+    cluster.stop_server().unwrap();
+    let app = TestApp::on_url(&cluster.url("postgres", ""), |config| {
+        config.database_connect_timeout_ms = 500;
+    })
+    .await;
+    let health = app.get("/api/health").await;
+    assert_eq!(health.status(), 503);
+    let body = json_of(health).await;
+    assert!(
+        body["database"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not ready")
+            || body["database"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("connect"),
+        "{body}"
+    );
+    let refused = app.post_json(&json!({"text": "too early"})).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(app.get("/api/healthz").await.status(), 200);
+
+    cluster.start_server().unwrap();
+    let ready = eventually(Duration::from_secs(20), async || {
+        app.get("/api/health").await.status() == 200
+    })
+    .await;
+    assert!(ready, "the service did not connect by itself");
+    assert_eq!(app.add("now").await["text"], "now");
+}
+
+#[tokio::test]
+async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
+    let Some(url) = database().await else { return };
+    let app = TestApp::on_url(&url, |config| {
+        config.database_pool_size = 1;
+        config.database_pool_timeout_ms = 300;
+        config.database_statement_timeout_ms = 3000;
+    })
+    .await;
+    app.add("migrated and warm").await;
+    // Another session holds the table: the one pooled connection waits on it.
+    let locker = connect(&url).await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let app = Arc::new(app);
+    let blocked = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            app.post_json(&json!({"text": "waits for the lock"}))
+                .await
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let response = app.get("/api/items").await;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?} for a connection"
+    );
+
+    // The statement that waited out its time was cancelled on the server: nothing stored.
+    assert_eq!(blocked.await.unwrap(), 503);
+    let cancelled = eventually(Duration::from_secs(2), async || {
+        let waiting = locker
+            .query(
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'INSERT INTO items%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        waiting.is_empty()
+    })
+    .await;
+    assert!(cancelled, "the timed-out INSERT still runs on the server");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    let texts: Vec<String> = app
+        .items()
+        .await
+        .iter()
+        .map(|item| item["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, vec!["migrated and warm"]);
+    let health = json_of(app.get("/api/health").await).await;
+    assert!(
+        health["database"]["details"]["pool"]["timeouts"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{health}"
+    );
+}
+
+#[tokio::test]
+async fn the_contract_holds_through_pgbouncer_in_transaction_mode() {
+    let Ok(shared) = shared() else {
+        return unavailable("no shared server");
+    };
+    let Some(cluster) = &shared.cluster else {
+        // An external TEST_DATABASE_URL: the bouncer needs to know the server's port.
+        return unavailable("PgBouncer test needs the test's own cluster");
+    };
+    let bouncer = match PgBouncer::start(cluster) {
+        Ok(bouncer) => bouncer,
+        Err(reason) => return unavailable(&reason),
+    };
+    let app = TestApp::on_url(&bouncer.url(), |config| {
+        config.database_pool_size = 4;
+    })
+    .await;
+    let app = Arc::new(app);
+    let tasks: Vec<_> = (0..100)
+        .map(|n| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                app.add(&format!("bounced {n}")).await["id"]
+                    .as_i64()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        assert!(ids.insert(task.await.unwrap()));
+    }
+    let newest = *ids.iter().max().unwrap();
+    let page: Vec<Value> = app.get("/api/items?limit=10").await.json().await.unwrap();
+    assert_eq!(page.len(), 10);
+    assert_eq!(page[0]["id"], newest);
+    let next: Vec<Value> = app
+        .get(&format!("/api/items?limit=10&before={}", page[9]["id"]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(next[0]["id"].as_i64().unwrap() < page[9]["id"].as_i64().unwrap());
+    assert_eq!(app.get(&format!("/api/items/{newest}")).await.status(), 200);
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/items/{newest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.items().await.len(), 99);
+    assert_eq!(app.get("/api/health").await.status(), 200);
+}
+
+/// PgBouncer in transaction mode in front of `cluster`, on a database of its own. Debian's 1.18
+/// keeps no prepared statements across transactions at all, as Azure's `max_prepared_statements
+/// = 0` does.
+struct PgBouncer {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    fn start(cluster: &Cluster) -> Result<Self, String> {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).is_file())
+            .ok_or("pgbouncer not found (apt-get install pgbouncer)")?;
+        let database = format!("bounce{}", std::process::id());
+        cluster.psql(&format!("CREATE DATABASE {database}"))?;
+        let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| error.to_string())?
+            .port();
+        let config = dir.path().join("pgbouncer.ini");
+        std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n")
+            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\nitems = host=127.0.0.1 port={server} dbname={database}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {dir}/users.txt\n\
+                 pool_mode = transaction\n\
+                 default_pool_size = 4\nlogfile = {dir}/pgbouncer.log\n",
+                server = cluster.port,
+                dir = dir.path().display(),
+            ),
+        )
+        .map_err(|error| error.to_string())?;
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let mut command = if root {
+            Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--", binary]);
+            command
+        } else {
+            Command::new(binary)
+        };
+        let errors =
+            std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
+        let child = command
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors)
+            .spawn()
+            .map_err(|error| format!("cannot start pgbouncer: {error}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(dir.path().join("pgbouncer.log")).unwrap_or_default();
+                return Err(format!("pgbouncer did not start: {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/items?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shared cluster, for tests that need its files (certificates) or its users.
+fn shared_cluster() -> Option<&'static Cluster> {
+    match shared() {
+        Ok(shared) => match &shared.cluster {
+            Some(cluster) => Some(cluster),
+            None => {
+                unavailable("this test needs the test's own cluster, not TEST_DATABASE_URL");
+                None
+            }
+        },
+        Err(reason) => {
+            unavailable(&reason);
+            None
+        }
+    }
+}
+
+/// Whether the connection of `application_name` uses TLS, as the server sees it.
+async fn uses_tls(cluster: &Cluster, application_name: &str) -> bool {
+    let client = connect(&cluster.url("postgres", "")).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .unwrap();
+    !rows.is_empty() && rows.iter().all(|row| row.get::<_, bool>(0))
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_against_a_self_signed_server() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=require&application_name=tls-require",
+        cluster.port
+    );
+    let url = postgres_support::with_search_path(&url, &fresh_schema(cluster).await);
+    let server = serve(&url);
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &server, "over TLS").await.status(), 201);
+    assert!(
+        uses_tls(cluster, "tls-require").await,
+        "the connection is not encrypted"
+    );
+}
+
+#[tokio::test]
+async fn sslmode_verify_full_accepts_the_server_its_root_certificate_vouches_for() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!(
+            "postgres://postgres@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}&application_name=tls-full",
+            cluster.port,
+            cluster.ca_file.display()
+        );
+        let url = postgres_support::with_search_path(&url, &fresh_schema(cluster).await);
+        let server = serve(&url);
+        let client = reqwest::Client::new();
+        assert_eq!(
+            post(&client, &server, "verified").await.status(),
+            201,
+            "{host}"
+        );
+        assert!(uses_tls(cluster, "tls-full").await);
+    }
+}
+
+#[test]
+fn sslmode_verify_full_refuses_a_server_no_trusted_root_vouches_for() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full",
+        cluster.port
+    );
+    let (code, _, stderr) =
+        run_binary(&[], &[("DATABASE_URL", &url), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("certificate") || stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[tokio::test]
+async fn verify_ca_checks_the_chain_but_not_the_host_name_and_verify_full_checks_both() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    // `hostaddr` reaches the server; the certificate is checked against the name, which it lacks.
+    let url = |mode: &str| {
+        format!(
+            "postgres://postgres@not-in-the-certificate:{}/postgres?hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={}",
+            cluster.port,
+            cluster.ca_file.display()
+        )
+    };
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DATABASE_URL", &url("verify-full")),
+            ("BIND_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(
+        code, 1,
+        "verify-full accepted a certificate for another name: {stderr}"
+    );
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let url = postgres_support::with_search_path(&url("verify-ca"), &fresh_schema(cluster).await);
+    let server = serve(&url);
+    assert_eq!(
+        post(&reqwest::Client::new(), &server, "chain only")
+            .await
+            .status(),
+        201
+    );
+}
+
+async fn fresh_schema(cluster: &Cluster) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let schema = format!(
+        "tls{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    execute(
+        &cluster.url("postgres", ""),
+        &format!("CREATE SCHEMA {schema}"),
+    )
+    .await
+    .unwrap();
+    schema
+}
+
+#[test]
+fn a_wrong_password_stops_the_start_with_a_clear_error_that_does_not_show_it() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let url = format!(
+        "postgres://{PASSWORD_USER}:not-the-{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster.port
+    );
+    let (code, stdout, stderr) =
+        run_binary(&[], &[("DATABASE_URL", &url), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-") && !stdout.contains("not-the-"),
+        "the password was printed"
+    );
+}
+
+#[tokio::test]
+async fn the_password_can_come_from_a_file() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let schema = fresh_schema(cluster).await;
+    execute(
+        &cluster.url("postgres", ""),
+        &format!("GRANT ALL ON SCHEMA {schema} TO {PASSWORD_USER}"),
+    )
+    .await
+    .unwrap();
+    let url = postgres_support::with_search_path(
+        &format!(
+            "postgres://{PASSWORD_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+            cluster.port
+        ),
+        &schema,
+    );
+    let unused = dir.path().join("unused.db");
+    let server = BinaryServer::start(
+        &unused,
+        &[
+            ("DATABASE_URL", &url),
+            ("DATABASE_PASSWORD_FILE", file.to_str().unwrap()),
+        ],
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &server, "with a secret file").await.status(),
+        201
+    );
+}
+
+#[test]
+fn a_missing_database_stops_the_start_with_a_clear_error() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let url = cluster.url("no_such_database", "");
+    let (code, _, stderr) =
+        run_binary(&[], &[("DATABASE_URL", &url), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"no_such_database\" does not exist"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_build_is_refused() {
+    let Some(url) = database().await else { return };
+    execute(
+        &url,
+        "CREATE TABLE items_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO items_schema_migrations (version) VALUES (1), (99);",
+    )
+    .await
+    .unwrap();
+    let (code, _, stderr) =
+        run_binary(&[], &[("DATABASE_URL", &url), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("schema version 99, newer than this build knows (1)"),
+        "{stderr}"
+    );
+}
