@@ -352,3 +352,31 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Exactly what the seed's `_init_db` does, plus rows as its `create_item` wrote them.
+pub fn seed_database(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL;", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS items (
+              id INTEGER PRIMARY KEY AUTOINCREMENT,
+              text TEXT NOT NULL,
+              created_at TEXT NOT NULL
+            )",
+    )
+    .unwrap();
+    for (text, created_at) in [
+        ("from python", "2025-03-04T05:06:07.891011+00:00"),
+        ("no microseconds", "2025-03-04T05:06:08+00:00"),
+        ("ünïcödé ✓", "2025-03-04T05:06:09.000001+00:00"),
+    ] {
+        conn.execute(
+            "INSERT INTO items(text, created_at) VALUES(?, ?)",
+            [text, created_at],
+        )
+        .unwrap();
+    }
+    // The seed deleted nothing, but a gap in ids must not matter.
+    conn.execute("DELETE FROM items WHERE id = 2", []).unwrap();
+}

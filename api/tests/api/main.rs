@@ -13,3 +13,4 @@ mod postgres_support;
 mod proxy;
 mod shutdown;
 mod static_and_docs;
+mod transfer;

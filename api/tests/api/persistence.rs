@@ -3,7 +3,7 @@
 use rusqlite::Connection;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, seed_database};
 
 #[tokio::test]
 async fn items_survive_a_restart_unchanged() {
@@ -19,34 +19,6 @@ async fn items_survive_a_restart_unchanged() {
     let third = app.add("after restart").await;
     assert_eq!(third["id"], 3);
     app.stop().await;
-}
-
-/// Exactly what the seed's `_init_db` does, plus rows as its `create_item` wrote them.
-fn seed_database(path: &std::path::Path) {
-    let conn = Connection::open(path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL;", [], |_| Ok(()))
-        .unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS items (
-              id INTEGER PRIMARY KEY AUTOINCREMENT,
-              text TEXT NOT NULL,
-              created_at TEXT NOT NULL
-            )",
-    )
-    .unwrap();
-    for (text, created_at) in [
-        ("from python", "2025-03-04T05:06:07.891011+00:00"),
-        ("no microseconds", "2025-03-04T05:06:08+00:00"),
-        ("ünïcödé ✓", "2025-03-04T05:06:09.000001+00:00"),
-    ] {
-        conn.execute(
-            "INSERT INTO items(text, created_at) VALUES(?, ?)",
-            [text, created_at],
-        )
-        .unwrap();
-    }
-    // The seed deleted nothing, but a gap in ids must not matter.
-    conn.execute("DELETE FROM items WHERE id = 2", []).unwrap();
 }
 
 #[tokio::test]

@@ -52,7 +52,8 @@ fn failed(target: &Target, action: &str) -> impl Fn(tokio_postgres::Error) -> Tr
 pub struct PostgresReader {
     total: u64,
     highest_id_ever: i64,
-    rows: Pin<Box<RowStream>>,
+    /// `None` once the last row was read: the driver's stream must not be polled again.
+    rows: Option<Pin<Box<RowStream>>>,
     target: Target,
     // Declared last: the row stream reads through this connection.
     _connection: Connection,
@@ -107,7 +108,7 @@ pub async fn reader(target: &Target) -> Result<PostgresReader, TransferError> {
     Ok(PostgresReader {
         total: u64::try_from(total).unwrap_or(0),
         highest_id_ever,
-        rows: Box::pin(rows),
+        rows: Some(Box::pin(rows)),
         target: target.clone(),
         _connection: connection,
     })
@@ -126,10 +127,12 @@ impl Reader for PostgresReader {
     async fn next_batch(&mut self) -> Result<Option<Vec<Item>>, TransferError> {
         let read = failed(&self.target, "read");
         let mut batch = Vec::with_capacity(BATCH);
-        while batch.len() < BATCH {
-            match self.rows.try_next().await.map_err(&read)? {
+        while let Some(rows) = self.rows.as_mut()
+            && batch.len() < BATCH
+        {
+            match rows.try_next().await.map_err(&read)? {
                 Some(row) => batch.push(item_from_row(&row).map_err(&read)?),
-                None => break,
+                None => self.rows = None,
             }
         }
         Ok((!batch.is_empty()).then_some(batch))
