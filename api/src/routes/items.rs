@@ -69,11 +69,10 @@ async fn list_items(
 ) -> Result<Response, AppError> {
     let page = parse_page(query.as_deref())?;
     // Only first pages are cached: they are what clients poll; deeper pages vary too much.
-    let revision = page
-        .before
-        .is_none()
-        .then(|| state.store.revision())
-        .flatten();
+    let revision = match page.before {
+        None => state.store.revision().await?,
+        Some(_) => None,
+    };
     let body = state
         .list_cache
         .get_or_build(revision, page.limit, async {

@@ -114,6 +114,19 @@ impl StoreError {
         Self::Failed(cause.into())
     }
 
+    /// The same failure again, for each of several requests that shared one statement.
+    pub fn copy(&self) -> Self {
+        use std::error::Error;
+        let cause = self.source().map(error_chain);
+        match self {
+            Self::Unavailable { reason, .. } => Self::Unavailable {
+                reason: reason.clone(),
+                cause: cause.map(Into::into),
+            },
+            Self::Failed(_) => Self::Failed(cause.unwrap_or_default().into()),
+        }
+    }
+
     /// Failures that go away by themselves, answered 503 with `Retry-After`.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
@@ -141,9 +154,10 @@ pub trait ItemStore: Send + Sync + 'static {
 
     async fn status(&self) -> DatabaseStatus;
 
-    /// A number that changes whenever the set of items changes, for caching reads.
-    /// `None` when the backend cannot tell (for example, other processes write too).
-    fn revision(&self) -> Option<u64>;
+    /// A number that changes whenever the items change, for reusing what was read. Once a write
+    /// has been acknowledged, every later call returns a number from after it. `None` when the
+    /// backend cannot tell.
+    async fn revision(&self) -> Result<Option<u64>, StoreError>;
 
     /// Whether the store can still work at all (its worker has not died). Checked by liveness,
     /// so a broken process gets restarted; touches no database.

@@ -93,8 +93,8 @@ impl ItemStore for BrokenStore {
             error: Some("disk I/O error".into()),
         }
     }
-    fn revision(&self) -> Option<u64> {
-        None
+    async fn revision(&self) -> Result<Option<u64>, StoreError> {
+        Err(StoreError::unavailable("broken"))
     }
     async fn close(&self) {}
 }

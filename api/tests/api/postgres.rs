@@ -752,3 +752,58 @@ async fn a_schema_newer_than_the_build_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_through_one_process_leaves_the_other_processes_list_at_once() {
+    let Some(url) = database().await else { return };
+    let (first, second) = (serve(&url), serve(&url));
+    let client = reqwest::Client::new();
+    let item = json_of(post(&client, &first, "short-lived").await).await;
+    let id = item["id"].as_i64().unwrap();
+    // Both lists are read (and kept) while the item exists.
+    for server in [&first, &second] {
+        assert!(
+            ids_listed_by(&client, server.url("/api/items"))
+                .await
+                .contains(&id)
+        );
+    }
+    let deleted = client
+        .delete(second.url(&format!("/api/items/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    for server in [&first, &second] {
+        assert!(
+            !ids_listed_by(&client, server.url("/api/items"))
+                .await
+                .contains(&id)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_with_sql_by_hand_shows_in_the_next_list() {
+    let Some(url) = database().await else { return };
+    let app = TestApp::on_url(&url, |_| {}).await;
+    app.add("through the API").await;
+    assert_eq!(app.items().await.len(), 1);
+    execute(
+        &url,
+        "INSERT INTO items (text, created_at) VALUES ('by hand', '2026-01-01T00:00:00.000000+00:00')",
+    )
+    .await
+    .unwrap();
+    let texts: Vec<Value> = app
+        .items()
+        .await
+        .iter()
+        .map(|item| item["text"].clone())
+        .collect();
+    assert_eq!(texts, vec![json!("by hand"), json!("through the API")]);
+    execute(&url, "DELETE FROM items WHERE text = 'by hand'")
+        .await
+        .unwrap();
+    assert_eq!(app.items().await.len(), 1);
+}

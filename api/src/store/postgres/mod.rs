@@ -25,6 +25,7 @@ use deadpool_postgres::{
 };
 use futures_util::TryStreamExt;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
@@ -42,6 +43,10 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Taken (for the migrating transaction only) by every process that migrates, so replicas
 /// starting together apply each migration once. Any fixed number; these bytes spell "itemsapi".
 const MIGRATION_LOCK: i64 = 0x6974_656d_7361_7069;
+/// Rows inserted by one statement at most.
+const MAX_BATCH: usize = 512;
+/// Requests waiting for the inserting task (or for a revision); past this, they wait to queue.
+const INSERT_QUEUE: usize = 4096;
 /// How long asking the server to cancel a statement may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a readiness probe waits for the server.
@@ -65,6 +70,12 @@ pub struct PoolOptions {
 
 pub struct PostgresStore {
     shared: Arc<Shared>,
+    /// Inserts waiting for the inserting task (see `insert_batches`).
+    inserts: mpsc::Sender<PendingInsert>,
+    inserter: JoinHandle<()>,
+    /// Callers of `revision` waiting for the next read of it (see `read_revisions`).
+    revision_readers: mpsc::Sender<RevisionReply>,
+    revision_reader: JoinHandle<()>,
     /// Connects and migrates in the background when the server was not reachable at start-up.
     connector: Mutex<Option<JoinHandle<()>>>,
 }
@@ -108,14 +119,20 @@ impl PostgresStore {
             pool_waits: AtomicU64::new(0),
             pool_timeouts: AtomicU64::new(0),
         });
+        let (inserts, queue) = mpsc::channel(INSERT_QUEUE);
+        let (revision_readers, waiting) = mpsc::channel(INSERT_QUEUE);
         let store = Self {
             shared: Arc::clone(&shared),
+            inserts,
+            inserter: tokio::spawn(insert_batches(Arc::clone(&shared), queue)),
+            revision_readers,
+            revision_reader: tokio::spawn(read_revisions(Arc::clone(&shared), waiting)),
             connector: Mutex::new(None),
         };
         match shared.prepare().await {
             Ok(()) => {}
             Err(PrepareError::Fatal(reason)) => {
-                shared.pool.close();
+                store.close().await;
                 return Err(OpenError::new(reason));
             }
             Err(PrepareError::Retry(reason)) => {
@@ -338,20 +355,19 @@ impl ItemStore for PostgresStore {
 
     async fn create(&self, text: ItemText) -> Result<Item, StoreError> {
         let created_at = now_timestamp();
-        let id = self
-            .shared
-            .run(async |client| {
-                let stored = text::encode(text.as_str());
-                let stored: &str = &stored;
-                client
-                    .query_typed_one(
-                        "INSERT INTO items (text, created_at) VALUES ($1, $2) RETURNING id",
-                        &[(&stored, Type::TEXT), (&created_at, Type::TEXT)],
-                    )
-                    .await?
-                    .try_get::<_, i64>(0)
-            })
-            .await?;
+        let (reply, answer) = oneshot::channel();
+        let insert = PendingInsert {
+            text: text::encode(text.as_str()).into_owned(),
+            created_at: created_at.clone(),
+            reply,
+        };
+        self.inserts
+            .send(insert)
+            .await
+            .map_err(|_| StoreError::unavailable("shutting down"))?;
+        let id = answer
+            .await
+            .map_err(|_| StoreError::unavailable("shutting down"))??;
         Ok(Item {
             id,
             text: text.into_string(),
@@ -437,9 +453,15 @@ impl ItemStore for PostgresStore {
         }
     }
 
-    fn revision(&self) -> Option<u64> {
-        // Other processes write too: this one cannot tell when the items changed.
-        None
+    async fn revision(&self) -> Result<Option<u64>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.revision_readers
+            .send(reply)
+            .await
+            .map_err(|_| StoreError::unavailable("shutting down"))?;
+        answer
+            .await
+            .map_err(|_| StoreError::unavailable("shutting down"))?
     }
 
     async fn close(&self) {
@@ -451,7 +473,102 @@ impl ItemStore for PostgresStore {
         if let Some(task) = connector {
             task.abort();
         }
+        // In-flight requests have finished (or run out of grace); nothing is left to insert.
+        self.inserter.abort();
+        self.revision_reader.abort();
         self.shared.pool.close();
+    }
+}
+
+type RevisionReply = oneshot::Sender<Result<Option<u64>, StoreError>>;
+
+/// Answers everyone waiting for the revision with one read of it. The number is bumped by a
+/// trigger in every transaction that changes the items, whoever makes it; a read sent after a
+/// caller started waiting sees every write acknowledged before that, so one read serves all the
+/// callers queued when it is sent (and a lone caller is served at once).
+async fn read_revisions(shared: Arc<Shared>, mut waiting: mpsc::Receiver<RevisionReply>) {
+    let mut callers = Vec::with_capacity(64);
+    while waiting.recv_many(&mut callers, INSERT_QUEUE).await > 0 {
+        let revision = shared
+            .run(async |client| {
+                client
+                    .query_typed_one("SELECT revision FROM items_revision", &[])
+                    .await?
+                    .try_get::<_, i64>(0)
+            })
+            .await
+            .map(|revision| u64::try_from(revision).ok());
+        for caller in callers.drain(..) {
+            let answer = match &revision {
+                Ok(revision) => Ok(*revision),
+                Err(error) => Err(error.copy()),
+            };
+            let _ = caller.send(answer);
+        }
+    }
+}
+
+/// One create request waiting for its id.
+struct PendingInsert {
+    text: String,
+    created_at: String,
+    reply: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// Inserts what is queued, up to `MAX_BATCH` rows in one statement (one commit, one round trip),
+/// and answers each request with its id once the statement has committed. A lone request goes
+/// out at once; under load, the requests that arrive during one commit share the next. Either
+/// the whole batch is stored or none of it.
+async fn insert_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver<PendingInsert>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let texts: Vec<&str> = batch.iter().map(|insert| insert.text.as_str()).collect();
+        let created: Vec<&str> = batch
+            .iter()
+            .map(|insert| insert.created_at.as_str())
+            .collect();
+        let inserted = shared
+            .run(async |client| {
+                let rows = client
+                    .query_typed(
+                        // Ids are drawn in request order and read back by that order.
+                        "WITH new AS (
+                           SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id,
+                                  row.text, row.created_at, row.n
+                           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+                             AS row(text, created_at, n)
+                         ), stored AS (
+                           INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
+                           SELECT id, text, created_at FROM new ORDER BY n
+                         )
+                         SELECT id FROM new ORDER BY n",
+                        &[(&texts, Type::TEXT_ARRAY), (&created, Type::TEXT_ARRAY)],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        drop((texts, created));
+        match inserted {
+            Ok(ids) if ids.len() == batch.len() => {
+                for (insert, id) in batch.drain(..).zip(ids) {
+                    let _ = insert.reply.send(Ok(id));
+                }
+            }
+            Ok(ids) => {
+                let error = format!("{} rows inserted for {} requests", ids.len(), batch.len());
+                for insert in batch.drain(..) {
+                    let _ = insert.reply.send(Err(StoreError::failed(error.clone())));
+                }
+            }
+            Err(error) => {
+                for insert in batch.drain(..) {
+                    let _ = insert.reply.send(Err(error.copy()));
+                }
+            }
+        }
     }
 }
 
