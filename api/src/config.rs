@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::postgres::PoolOptions;
+use crate::store::postgres::azure::ManagedIdentity;
+use crate::store::postgres::{Credentials, PoolOptions};
 use crate::store::sqlite::{JournalMode, SqliteOptions, Synchronous};
 use crate::store::{Location, LocationError, StoreSettings};
 
@@ -81,6 +82,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatabaseAuth {
+    /// The URL's password, DATABASE_PASSWORD_FILE, or none.
+    Password,
+    /// An Entra ID token from the Azure managed identity endpoint.
+    AzureManagedIdentity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AppEnv {
     Development,
     Production,
@@ -120,6 +129,28 @@ pub struct Config {
     /// Compose secrets convention); read again for every new connection.
     #[arg(long, env = "DATABASE_PASSWORD_FILE", global = true)]
     pub database_password_file: Option<PathBuf>,
+
+    /// Postgres: how to sign in when DATABASE_URL has no password. `password`: DATABASE_PASSWORD_FILE,
+    /// or none. `azure-managed-identity`: an Entra ID token from the managed identity of the
+    /// Azure Container App (IDENTITY_ENDPOINT, IDENTITY_HEADER; AZURE_CLIENT_ID for a user-assigned
+    /// identity), for Azure Database for PostgreSQL.
+    #[arg(long, env = "DATABASE_AUTH", value_enum, ignore_case = true, default_value_t = DatabaseAuth::Password,
+          global = true)]
+    pub database_auth: DatabaseAuth,
+
+    /// The managed identity endpoint (set by Azure Container Apps; used with
+    /// DATABASE_AUTH=azure-managed-identity).
+    #[arg(long, env = "IDENTITY_ENDPOINT", global = true)]
+    pub identity_endpoint: Option<String>,
+
+    /// The secret for IDENTITY_ENDPOINT (set by Azure Container Apps; never shown).
+    #[arg(long, env = "IDENTITY_HEADER", hide_env_values = true, global = true)]
+    pub identity_header: Option<String>,
+
+    /// Client id of the user-assigned managed identity to sign in as; unset: the system-assigned
+    /// identity.
+    #[arg(long, env = "AZURE_CLIENT_ID", global = true)]
+    pub azure_client_id: Option<String>,
 
     /// Postgres: connections this process opens at most.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10,
@@ -326,7 +357,7 @@ impl Config {
             location: Location::from_settings(
                 &self.database_url.0,
                 &self.db_path,
-                self.database_password_file.as_deref(),
+                &self.credentials()?,
             )?,
             sqlite: self.sqlite(),
             postgres: self.postgres(),
@@ -340,7 +371,32 @@ impl Config {
         value: &DatabaseUrl,
         setting: &str,
     ) -> Result<Location, LocationError> {
-        Location::parse(&value.0, setting, self.database_password_file.as_deref())
+        Location::parse(&value.0, setting, &self.credentials()?)
+    }
+
+    /// How Postgres connections sign in when their URL has no password.
+    fn credentials(&self) -> Result<Credentials, LocationError> {
+        match self.database_auth {
+            DatabaseAuth::Password => Ok(self
+                .database_password_file
+                .clone()
+                .map_or(Credentials::None, Credentials::File)),
+            DatabaseAuth::AzureManagedIdentity => {
+                let (Some(endpoint), Some(secret)) =
+                    (&self.identity_endpoint, &self.identity_header)
+                else {
+                    return Err(LocationError(
+                        "DATABASE_AUTH=azure-managed-identity needs IDENTITY_ENDPOINT and \
+                         IDENTITY_HEADER, which Azure Container Apps sets for an app with a \
+                         managed identity"
+                            .into(),
+                    ));
+                };
+                ManagedIdentity::new(endpoint, secret, self.azure_client_id.as_deref())
+                    .map(Credentials::ManagedIdentity)
+                    .map_err(LocationError)
+            }
+        }
     }
 
     pub fn sqlite(&self) -> SqliteOptions {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::postgres::Target;
+use super::postgres::{Credentials, Target};
 
 /// A database to serve from, or to move items from or to.
 #[derive(Debug, Clone)]
@@ -24,13 +24,13 @@ impl Location {
     pub fn from_settings(
         url: &str,
         db_path: &Path,
-        password_file: Option<&Path>,
+        credentials: &Credentials,
     ) -> Result<Self, LocationError> {
         if url.trim().is_empty() {
             return Ok(Self::Sqlite(db_path.to_path_buf()));
         }
         match scheme(url) {
-            Some(_) => Self::parse(url, "DATABASE_URL", password_file),
+            Some(_) => Self::parse(url, "DATABASE_URL", credentials),
             None => Err(LocationError(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// \
                  (leave it empty to use DB_PATH)"
@@ -44,10 +44,10 @@ impl Location {
     pub fn parse(
         value: &str,
         setting: &str,
-        password_file: Option<&Path>,
+        credentials: &Credentials,
     ) -> Result<Self, LocationError> {
         match scheme(value) {
-            Some("postgres" | "postgresql") => Target::parse(value, setting, password_file)
+            Some("postgres" | "postgresql") => Target::parse(value, setting, credentials)
                 .map(|target| Self::Postgres(Box::new(target)))
                 .map_err(LocationError),
             Some("sqlite") => {
@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn empty_url_means_the_sqlite_file_at_db_path() {
-        let location = Location::from_settings("", Path::new("data/app.db"), None).unwrap();
+        let location =
+            Location::from_settings("", Path::new("data/app.db"), &Credentials::None).unwrap();
         assert!(matches!(location, Location::Sqlite(path) if path == Path::new("data/app.db")));
     }
 
@@ -125,7 +126,7 @@ mod tests {
             ("backups/old.db", "backups/old.db"),
             ("C.db", "C.db"),
         ] {
-            let location = Location::parse(value, "--from", None).unwrap();
+            let location = Location::parse(value, "--from", &Credentials::None).unwrap();
             assert!(
                 matches!(&location, Location::Sqlite(found) if found == Path::new(path)),
                 "{value} -> {location:?}"
@@ -141,7 +142,9 @@ mod tests {
             "POSTGRES://app@db/items",
         ] {
             assert_eq!(
-                Location::parse(url, "--from", None).unwrap().backend(),
+                Location::parse(url, "--from", &Credentials::None)
+                    .unwrap()
+                    .backend(),
                 "postgres"
             );
         }
@@ -149,9 +152,11 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_refused_by_name() {
-        let error = Location::parse("mysql://root@db/items", "--from", None).unwrap_err();
+        let error =
+            Location::parse("mysql://root@db/items", "--from", &Credentials::None).unwrap_err();
         assert!(error.0.contains("\"mysql\""), "{error}");
-        let error = Location::from_settings("db.example:5432", Path::new("x"), None).unwrap_err();
+        let error = Location::from_settings("db.example:5432", Path::new("x"), &Credentials::None)
+            .unwrap_err();
         assert!(error.0.contains("DATABASE_URL must start with"), "{error}");
     }
 }

@@ -363,3 +363,19 @@ fn the_readme_settings_table_lists_every_variable_of_help() {
         );
     }
 }
+
+#[test]
+fn managed_identity_sign_in_needs_the_identity_endpoint() {
+    let (code, _, stderr) = run_binary(
+        &[],
+        &[
+            ("DATABASE_URL", "postgres://app@db/items"),
+            ("DATABASE_AUTH", "azure-managed-identity"),
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("IDENTITY_ENDPOINT and IDENTITY_HEADER"),
+        "{stderr}"
+    );
+}

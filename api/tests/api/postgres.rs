@@ -807,3 +807,121 @@ async fn a_change_made_with_sql_by_hand_shows_in_the_next_list() {
         .unwrap();
     assert_eq!(app.items().await.len(), 1);
 }
+
+/// A stand-in for the Container Apps identity endpoint: answers with `token` when asked with the
+/// right secret for the Postgres resource (else 400), or with `status` when that is not 200.
+/// Returns its URL and the request lines it saw.
+async fn identity_endpoint(
+    token: &'static str,
+    status: u16,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = vec![0; 4096];
+            let read = socket.read(&mut request).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..read]).into_owned();
+            let first_line = request.lines().next().unwrap_or_default().to_owned();
+            record.lock().unwrap().push(first_line.clone());
+            let asked_right = first_line
+                .contains("resource=https%3A%2F%2Fossrdbms-aad.database.windows.net")
+                && request
+                    .lines()
+                    .any(|line| line.eq_ignore_ascii_case("x-identity-header: stub-secret"));
+            let expires = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 3600;
+            let (code, body) = match (status, asked_right) {
+                (200, true) => (
+                    200,
+                    format!(
+                        r#"{{"access_token":"{token}","expires_on":"{expires}","token_type":"Bearer"}}"#
+                    ),
+                ),
+                (200, false) => (400, r#"{"error":"bad request"}"#.to_owned()),
+                (other, _) => (other, r#"{"error":"unavailable"}"#.to_owned()),
+            };
+            let response = format!(
+                "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+fn managed_identity_env<'a>(url: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DATABASE_URL", url),
+        ("DATABASE_AUTH", "azure-managed-identity"),
+        ("IDENTITY_ENDPOINT", endpoint),
+        ("IDENTITY_HEADER", "stub-secret"),
+        ("AZURE_CLIENT_ID", "client-1234"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_identity_token_is_the_password_of_each_new_connection() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let schema = fresh_schema(cluster).await;
+    execute(
+        &cluster.url("postgres", ""),
+        &format!("GRANT ALL ON SCHEMA {schema} TO {PASSWORD_USER}"),
+    )
+    .await
+    .unwrap();
+    let url = postgres_support::with_search_path(
+        &format!(
+            "postgres://{PASSWORD_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+            cluster.port
+        ),
+        &schema,
+    );
+    let (endpoint, seen) = identity_endpoint(PASSWORD, 200).await;
+    let unused = std::env::temp_dir().join("unused-sqlite.db");
+    let server = BinaryServer::start(&unused, &managed_identity_env(&url, &endpoint));
+    assert_eq!(
+        post(&reqwest::Client::new(), &server, "signed in with a token")
+            .await
+            .status(),
+        201
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the token endpoint was not asked");
+    assert!(
+        seen.iter()
+            .all(|line| line.contains("client_id=client-1234") && line.contains("api-version=")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_token_endpoint_that_fails_stops_the_start_with_its_reason() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (endpoint, _) = runtime.block_on(identity_endpoint("unused", 503));
+    let url = format!(
+        "postgres://{PASSWORD_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster.port
+    );
+    let mut env = managed_identity_env(&url, &endpoint);
+    env.push(("BIND_ADDR", "127.0.0.1:0"));
+    let (code, _, stderr) = run_binary(&[], &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot get a managed identity token: the endpoint answered 503"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stub-secret"), "{stderr}");
+}

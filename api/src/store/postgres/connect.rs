@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::azure::ManagedIdentity;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
@@ -57,17 +59,30 @@ impl SslMode {
     }
 }
 
-/// Where the password comes from.
+/// How to sign in when the URL carries no password.
+#[derive(Debug, Clone, Default)]
+pub enum Credentials {
+    /// Nothing more: the URL's password, or none (trust or peer authentication).
+    #[default]
+    None,
+    /// `DATABASE_PASSWORD_FILE`.
+    File(PathBuf),
+    /// `DATABASE_AUTH=azure-managed-identity`: an Entra ID token as the password.
+    ManagedIdentity(ManagedIdentity),
+}
+
+/// Where each new connection's password comes from.
 #[derive(Clone)]
 enum Password {
-    /// In the URL, or none at all (trust or peer authentication).
+    /// In the URL, or none at all.
     InUrl,
-    /// `DATABASE_PASSWORD_FILE`: read again for every new connection, so a rotated secret is
-    /// picked up without a restart; the last good value is kept if the file cannot be read.
+    /// Read again for every new connection, so a rotated secret is picked up without a
+    /// restart; the last good value is kept if the file cannot be read.
     File {
         path: PathBuf,
         last: Arc<Mutex<String>>,
     },
+    Token(ManagedIdentity),
 }
 
 /// A Postgres server and database to connect to, checked when parsed.
@@ -84,7 +99,7 @@ impl Target {
     /// Parses `postgres://` / `postgresql://` URLs as libpq does. Errors name the problem, never the
     /// password.
     /// `setting` names where the URL came from (`DATABASE_URL`, `--from`, ...) in messages.
-    pub fn parse(url: &str, setting: &str, password_file: Option<&Path>) -> Result<Self, String> {
+    pub fn parse(url: &str, setting: &str, credentials: &Credentials) -> Result<Self, String> {
         // The driver only knows the lowercase schemes.
         let url = match url.split_once("://") {
             Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
@@ -150,14 +165,15 @@ impl Target {
             None | Some("system") => None,
             Some(file) => Some(Arc::new(read_certificates(setting, Path::new(file))?)),
         };
-        let password = match (config.get_password(), password_file) {
-            (None, Some(path)) => {
+        let password = match (config.get_password(), credentials) {
+            (None, Credentials::File(path)) => {
                 let password = read_password(path)?;
                 Password::File {
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     last: Arc::new(Mutex::new(password)),
                 }
             }
+            (None, Credentials::ManagedIdentity(identity)) => Password::Token(identity.clone()),
             _ => Password::InUrl,
         };
         Ok(Self {
@@ -170,6 +186,14 @@ impl Target {
 
     pub fn ssl_mode(&self) -> SslMode {
         self.ssl_mode
+    }
+
+    /// Why the last sign-in token could not be had, when tokens are used and one could not.
+    pub fn credential_error(&self) -> Option<String> {
+        match &self.password {
+            Password::Token(identity) => identity.last_error(),
+            _ => None,
+        }
     }
 
     /// The driver's settings, with the connect timeout applied unless the URL sets its own.
@@ -437,8 +461,21 @@ impl Connect for Connector {
             }
             config.password(last.as_bytes());
         }
+        let identity = match &self.password {
+            Password::Token(identity) => Some(identity.clone()),
+            _ => None,
+        };
         let tls = self.tls.clone();
         Box::pin(async move {
+            if let Some(identity) = identity {
+                // Without a token the server refuses the sign-in; readiness shows why.
+                match identity.token().await {
+                    Ok(token) => {
+                        config.password(token);
+                    }
+                    Err(error) => tracing::error!(%error, "connecting without a token"),
+                }
+            }
             let (client, connection) = config.connect(tls).await?;
             let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
@@ -459,7 +496,7 @@ mod tests {
         let target = Target::parse(
             "postgresql://app:s3cr%40t@db.internal:6432/items?sslmode=require",
             "DATABASE_URL",
-            None,
+            &Credentials::None,
         )
         .unwrap();
         assert_eq!(target.to_string(), "postgres://app@db.internal:6432/items");
@@ -470,7 +507,11 @@ mod tests {
 
     #[test]
     fn sslmode_defaults_to_prefer_and_every_libpq_verifying_mode_is_known() {
-        let mode = |url: &str| Target::parse(url, "DATABASE_URL", None).unwrap().ssl_mode();
+        let mode = |url: &str| {
+            Target::parse(url, "DATABASE_URL", &Credentials::None)
+                .unwrap()
+                .ssl_mode()
+        };
         assert_eq!(mode("postgres://app@db/items"), SslMode::Prefer);
         assert_eq!(
             mode("postgres://app@db/items?sslmode=disable"),
@@ -491,7 +532,7 @@ mod tests {
         let error = Target::parse(
             "postgres://app:pw@db/items?sslmode=maybe",
             "DATABASE_URL",
-            None,
+            &Credentials::None,
         )
         .unwrap_err();
         assert!(error.contains("unknown sslmode \"maybe\""), "{error}");
@@ -508,7 +549,7 @@ mod tests {
             "postgres://app:hunter2@db/items?nosuchoption=1",
             "postgres://app:hunter2@db/items?sslmode=%zz",
         ] {
-            let error = Target::parse(url, "DATABASE_URL", None).unwrap_err();
+            let error = Target::parse(url, "DATABASE_URL", &Credentials::None).unwrap_err();
             assert!(error.starts_with("DATABASE_URL"), "{url}: {error}");
             assert!(!error.contains("hunter2"), "{url}: {error}");
         }
@@ -519,7 +560,7 @@ mod tests {
         let target = Target::parse(
             "postgres://app@db/items?application_name=worker&connect_timeout=3&options=-c%20search_path%3Dt1",
             "DATABASE_URL",
-            None,
+            &Credentials::None,
         )
         .unwrap();
         assert_eq!(target.config.get_application_name(), Some("worker"));
@@ -535,21 +576,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("password");
         std::fs::write(&file, "from-file\n").unwrap();
-        let target = Target::parse("postgres://app@db/items", "DATABASE_URL", Some(&file)).unwrap();
+        let target = Target::parse(
+            "postgres://app@db/items",
+            "DATABASE_URL",
+            &Credentials::File(file.clone()),
+        )
+        .unwrap();
         assert!(
             matches!(&target.password, Password::File { last, .. } if *last.lock().unwrap() == "from-file")
         );
         let target = Target::parse(
             "postgres://app:inline@db/items",
             "DATABASE_URL",
-            Some(&file),
+            &Credentials::File(file.clone()),
         )
         .unwrap();
         assert!(matches!(target.password, Password::InUrl));
         let error = Target::parse(
             "postgres://app@db/items",
             "DATABASE_URL",
-            Some(&dir.path().join("missing")),
+            &Credentials::File(dir.path().join("missing")),
         )
         .unwrap_err();
         assert!(error.starts_with("DATABASE_PASSWORD_FILE"), "{error}");
@@ -565,7 +611,7 @@ mod tests {
                 "postgres://app@db/items?sslmode=verify-full&sslrootcert={}",
                 file.display()
             );
-            let error = Target::parse(&url, "DATABASE_URL", None).unwrap_err();
+            let error = Target::parse(&url, "DATABASE_URL", &Credentials::None).unwrap_err();
             assert!(error.contains("sslrootcert"), "{error}");
         }
     }
@@ -581,7 +627,7 @@ mod tests {
             file.display()
         );
         assert_eq!(
-            Target::parse(&url, "DATABASE_URL", None)
+            Target::parse(&url, "DATABASE_URL", &Credentials::None)
                 .unwrap()
                 .ssl_mode(),
             SslMode::VerifyCa

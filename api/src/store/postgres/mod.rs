@@ -10,6 +10,7 @@
 //! and connects and migrates in the background as soon as it can. Problems retrying cannot fix
 //! (a wrong password, a missing database, a newer schema) stop the start instead.
 
+pub mod azure;
 pub mod connect;
 mod text;
 pub mod transfer;
@@ -34,7 +35,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, StoreError, error_chain};
 use crate::domain::{ItemText, now_timestamp};
 
-pub use connect::{SslMode, Target};
+pub use connect::{Credentials, SslMode, Target};
 
 /// Schema migrations, applied in order; `items_schema_migrations` records the applied ones.
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_items.sql")];
@@ -427,7 +428,13 @@ impl ItemStore for PostgresStore {
         };
         let row = match probe {
             Ok(row) => row,
-            Err(error) => return unusable(error_chain(&error), details),
+            Err(error) => {
+                let mut reason = error_chain(&error);
+                if let Some(token) = shared.target.credential_error() {
+                    reason = format!("{reason} ({token})");
+                }
+                return unusable(reason, details);
+            }
         };
         let decoded = (|| -> Result<_, tokio_postgres::Error> {
             Ok((
@@ -670,12 +677,21 @@ fn is_transient(code: &SqlState) -> bool {
 
 /// Start-up: a server that is down or starting is waited for; anything else stops the start.
 fn prepare_error(target: &Target, error: &PoolError) -> PrepareError {
-    let reason = format!("cannot connect to {target}: {}", error_chain(error));
+    let mut reason = format!("cannot connect to {target}: {}", error_chain(error));
+    if let Some(token) = target.credential_error() {
+        reason = format!("{reason} ({token})");
+    }
     let fatal = match error {
         PoolError::Backend(error) => match error.code() {
             Some(code) => !is_transient(code),
-            // TLS negotiation and certificate problems are settings problems.
-            None => has_cause::<rustls::Error>(error) || error.to_string().contains("TLS"),
+            // TLS and certificate problems are settings problems (rustls reports them as I/O
+            // errors, so this comes first); other I/O is a server not (yet) reachable; anything
+            // else (a password the server wants and does not get, ...) is a settings problem too.
+            None => {
+                has_cause::<rustls::Error>(error)
+                    || error.to_string().contains("TLS")
+                    || !(error.is_closed() || has_cause::<std::io::Error>(error))
+            }
         },
         PoolError::Timeout(_) => false,
         _ => true,
