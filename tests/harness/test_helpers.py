@@ -1,12 +1,19 @@
-"""The shared helpers every other test leans on."""
+"""The shared helpers every other test leans on, and the smoke command itself."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import smoke
 from support.net import free_port, port_is_open, wait_until
+
+SMOKE = Path(smoke.__file__)
 
 
 def test_free_port_can_be_bound_on_loopback():
@@ -30,3 +37,14 @@ def test_wait_until_returns_the_first_truthy_value():
 def test_wait_until_gives_up_after_its_timeout_and_names_what_it_waited_for():
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_until("the impossible", lambda: False, timeout=0.2, interval=0.05)
+
+
+def test_every_smoke_check_has_a_name_of_its_own():
+    names = smoke.check_names()
+    assert len(names) == len(set(names))
+
+
+def test_the_smoke_command_fails_when_nothing_answers():
+    done = subprocess.run([sys.executable, str(SMOKE), f"http://127.0.0.1:{free_port()}"],
+                          env={**os.environ, "SMOKE_WAIT_SECS": "0.5"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
