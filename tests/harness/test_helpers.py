@@ -12,6 +12,7 @@ import pytest
 
 import smoke
 from support.net import free_port, port_is_open, wait_until
+from support.repo import shell_commands
 
 SMOKE = Path(smoke.__file__)
 
@@ -37,6 +38,24 @@ def test_wait_until_returns_the_first_truthy_value():
 def test_wait_until_gives_up_after_its_timeout_and_names_what_it_waited_for():
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_until("the impossible", lambda: False, timeout=0.2, interval=0.05)
+
+
+def test_shell_commands_split_at_operators_and_keep_quoted_words_whole():
+    assert shell_commands('docker compose up --wait && echo "a b" | tee log') == [
+        ["docker", "compose", "up", "--wait"], ["echo", "a b"], ["tee", "log"]]
+
+
+def test_shell_commands_join_continued_lines_and_drop_comments():
+    assert shell_commands("az containerapp update \\\n  --image x  # deploy\nls") == [
+        ["az", "containerapp", "update", "--image", "x"], ["ls"]]
+
+
+def test_shell_commands_include_command_substitutions():
+    assert ["az", "containerapp", "show", "--name", "web"] in shell_commands('fqdn="$(az containerapp show --name web)"')
+
+
+def test_shell_commands_drop_leading_environment_assignments():
+    assert shell_commands('CHROMEDRIVER_BIN="$X/chromedriver" scripts/test web') == [["scripts/test", "web"]]
 
 
 def test_every_smoke_check_has_a_name_of_its_own():
