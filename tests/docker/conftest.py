@@ -67,8 +67,7 @@ def project(docker_ready, repo: Path, docker_logs: Path, build_info: BuildInfo) 
     web_port = int(os.environ.get("WEB_PORT") or free_port())
     env = {**docker_environment(), "WEB_BIND": "127.0.0.1", "WEB_PORT": str(web_port),
            "BUILD_VERSION": build_info.version, "BUILD_DATE": build_info.date, "VCS_REF": build_info.vcs_ref}
-    compose = ComposeProject(name, repo, docker_logs, env)
-    compose.web_url = f"http://127.0.0.1:{web_port}"  # type: ignore[attr-defined]
+    compose = ComposeProject(name, repo, docker_logs, env, web_url=f"http://127.0.0.1:{web_port}")
     try:
         yield compose
     finally:

@@ -3,9 +3,6 @@ and a backup/restore with the README's commands; `down -v` removes them."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from support.compose import inspect
@@ -13,10 +10,15 @@ from support.stack import STACK_VARIANTS, add_item, all_ids, up
 
 
 @pytest.fixture(scope="module", params=STACK_VARIANTS)
-def stack(request, project, built_images):
-    project("down", "--volumes", files=request.param.files)
-    up(project, request.param)
-    project.variant = request.param  # type: ignore[attr-defined]
+def variant(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def stack(project, built_images, variant):
+    # A fresh volume: the items below must be the only ones a restore could bring back.
+    project("down", "--volumes", files=variant.files)
+    up(project, variant)
     return project
 
 
@@ -46,8 +48,8 @@ def test_every_item_survives_a_restart_of_the_api_container(kept, after_restart)
 
 
 @pytest.fixture(scope="module")
-def after_down(stack, volume, after_restart):
-    stack("down", log="down.log", files=stack.variant.files)
+def after_down(stack, variant, volume, after_restart):
+    stack("down", log="down.log", files=variant.files)
     return inspect("volume", volume)
 
 
@@ -56,8 +58,8 @@ def test_down_keeps_the_volume(after_down):
 
 
 @pytest.fixture(scope="module")
-def after_up(stack, after_down):
-    up(stack, stack.variant, log="up-existing-volume.log")
+def after_up(stack, variant, after_down):
+    up(stack, variant, log="up-existing-volume.log")
     return all_ids(stack.web_url)
 
 
@@ -66,11 +68,11 @@ def test_every_item_survives_down_and_up(kept, after_up):
 
 
 @pytest.fixture(scope="module")
-def backup(stack, after_up):
+def backup(stack, after_up, tmp_path_factory):
     """`items-api backup` inside the container, copied out to the host."""
     name = f"{stack.name}.db"
     stack("exec", "-T", "api", "items-api", "backup", f"/data/backups/{name}", log="backup.log")
-    local = Path(tempfile.mkdtemp(prefix="items-backup-")) / name
+    local = tmp_path_factory.mktemp("backup") / name
     stack("cp", f"api:/data/backups/{name}", str(local), log="backup.log")
     return local
 
@@ -102,8 +104,8 @@ def test_an_item_added_after_the_backup_is_gone_after_the_restore(restored):
 
 
 @pytest.fixture(scope="module")
-def after_down_v(stack, volume, restored):
-    stack("down", "--volumes", log="down-v.log", files=stack.variant.files)
+def after_down_v(stack, variant, volume, restored):
+    stack("down", "--volumes", log="down-v.log", files=variant.files)
     return inspect("volume", volume)
 
 

@@ -51,8 +51,9 @@ def inspect(kind: str, name: str) -> Any:
 class ComposeProject:
     """`docker compose -p <name>` in the repository, with the environment the stack should see."""
 
-    def __init__(self, name: str, root: Path, logs: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, root: Path, logs: Path, env: dict[str, str], web_url: str = "") -> None:
         self.name = name
+        self.web_url = web_url  # where the stack's web tier is published
         self.root = root
         self.logs = logs
         self.env = env
