@@ -1,4 +1,4 @@
-"""Header capture for scripts/test-web.sh: answers every request with what nginx sent upstream.
+"""Header capture for the web-tier tests: answers every request with what nginx sent upstream.
 
 Not an API stand-in: it exists only to see the exact request line and headers the nginx template
 produces (Host, Connection, X-Forwarded-*, X-Request-Id), which the real API does not report.

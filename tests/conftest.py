@@ -1,0 +1,124 @@
+"""Fixtures shared by every system test: the repository, the release binary, scratch space, the
+API on a free port with a database of either backend, and a throwaway PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from support.postgres import INSTALL as POSTGRES_INSTALL
+from support.postgres import PG_BIN_DIRS, PostgresCluster
+from support.processes import ApiProcess, Database
+from support.net import free_port
+from support.tools import require_tool
+
+pytest_plugins = ["support.ci_policy", "support.report", "pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def api_backends() -> list[str]:
+    """The storage backends the API tests run against. PostgreSQL joins the default list once
+    the API accepts DATABASE_URL; until then TEST_BACKENDS=sqlite,postgres opts in."""
+    return [name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite").split(",") if name.strip()]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = ROOT / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def scratch() -> Iterator[Path]:
+    """A temporary directory that unprivileged helpers (nginx workers, postgres) can read;
+    pytest's own tmp_path is private to the user running the tests."""
+    path = Path(tempfile.mkdtemp(prefix="items-tests-"))
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def release_binary() -> Path:
+    """ITEMS_API_BIN, or target/release/items-api built now (cargo is incremental)."""
+    given = os.environ.get("ITEMS_API_BIN")
+    if given:
+        path = Path(given)
+        assert os.access(path, os.X_OK), f"ITEMS_API_BIN={given} is not an executable file"
+        return path
+    cargo = require_tool("cargo", "rustup, see rust-toolchain.toml")
+    subprocess.run([cargo, "build", "--release", "--locked", "-p", "items-api"], cwd=ROOT, check=True)
+    return ROOT / "target" / "release" / "items-api"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the whole run; tests take databases from it."""
+    tools = [require_tool(name, POSTGRES_INSTALL, PG_BIN_DIRS) for name in ("initdb", "pg_ctl", "psql")]
+    if os.geteuid() == 0:
+        require_tool("runuser", "apt-get install util-linux")
+    cluster = PostgresCluster(*tools)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module", params=api_backends())
+def api_database(request: pytest.FixtureRequest, scratch: Path) -> Database:
+    """A fresh, empty database for the API, of the backend this parameter names."""
+    if request.param == "sqlite":
+        directory = Path(tempfile.mkdtemp(prefix="sqlite-", dir=scratch))
+        return Database("sqlite", {"DB_PATH": str(directory / "app.db")})
+    if request.param == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        return Database("postgres", {"DATABASE_URL": cluster.create_database()})
+    raise ValueError(f"unknown backend {request.param!r} in TEST_BACKENDS")
+
+
+@pytest.fixture(scope="module")
+def make_api(release_binary: Path, api_database: Database, artifacts: Path,
+             request: pytest.FixtureRequest) -> Iterator[Callable[..., ApiProcess]]:
+    """Makes API processes (not started) on free ports over this module's database; each is
+    stopped at the end of the module and its log kept under artifacts/logs/."""
+    made: list[ApiProcess] = []
+    logs = artifacts / "logs"
+    module = Path(request.node.name).stem
+
+    def make(**settings: str) -> ApiProcess:
+        log = logs / f"{module}-api-{len(made) + 1}.log"
+        logs.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+        api = ApiProcess(release_binary, free_port(), api_database, log, **settings)
+        made.append(api)
+        return api
+
+    try:
+        yield make
+    finally:
+        for api in made:
+            api.stop()
+
+
+@pytest.fixture(scope="module")
+def api(make_api: Callable[..., ApiProcess]) -> ApiProcess:
+    """The API, running, on a free loopback port with this module's database."""
+    process = make_api()
+    process.start()
+    return process

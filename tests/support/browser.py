@@ -1,0 +1,130 @@
+"""Headless Chromium driven by Selenium through Debian's chromedriver, with a probe that records
+CSP violations, uncaught errors and alert() calls in every document."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--lang=en-US",
+]
+
+# Runs before any page script. Its records live only as long as the document, so collect()
+# moves them into the run's totals before each navigation.
+PROBE_SCRIPT = """
+window.__webtest = {csp: [], errors: [], alerts: []};
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__webtest.csp.push(`${e.violatedDirective} blocked ${e.blockedURI} at ${e.sourceFile}:${e.lineNumber}`);
+});
+window.addEventListener("error", (e) => window.__webtest.errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", (e) => window.__webtest.errors.push(String(e.reason)));
+window.alert = (message) => window.__webtest.alerts.push(String(message));
+"""
+
+
+class Browser:
+    # The open browser, for the hook that takes a screenshot when a test fails.
+    current: "Browser | None" = None
+
+    def __init__(self, chromium: str, chromedriver: str, artifacts: Path) -> None:
+        self.artifacts = artifacts
+        artifacts.mkdir(parents=True, exist_ok=True)
+        self.profile = tempfile.TemporaryDirectory(prefix="webtest-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self.profile.name}")
+        options.add_argument("--window-size=1280,900")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        service = Service(executable_path=chromedriver, log_output=str(artifacts / "chromedriver.log"))
+        self.driver = webdriver.Chrome(options=options, service=service)
+        self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE_SCRIPT})
+        self.console_errors: list[str] = []
+        self.csp_violations: list[str] = []
+        self.page_errors: list[str] = []
+        self.alerts: list[str] = []
+        Browser.current = self
+
+    def close(self) -> None:
+        Browser.current = None
+        try:
+            self.driver.quit()
+        finally:
+            self.profile.cleanup()
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    def wait(self, what: str, condition: Callable[[], Any], timeout: float = 10) -> Any:
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(lambda _driver: condition())
+        except TimeoutException:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}") from None
+
+    def by_id(self, element_id: str) -> WebElement:
+        return self.driver.find_element(By.ID, element_id)
+
+    def active_id(self) -> str:
+        return self.js("return document.activeElement ? document.activeElement.id : '';")
+
+    def screenshot(self, name: str) -> Path:
+        path = self.artifacts / name
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def viewport(self, width: int, height: int, mobile: bool) -> None:
+        self.driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
+
+    def color_scheme(self, scheme: str) -> None:
+        self.driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+        )
+
+    def collect(self, phase: str, allowed: tuple[str, ...] = ()) -> int:
+        """Moves this document's console messages and probe records into the run's totals.
+
+        Returns how many console errors matched `allowed` (the failures the step provoked)."""
+        probe = self.js("return window.__webtest || {csp: [], errors: [], alerts: []};")
+        self.csp_violations += [f"[{phase}] {v}" for v in probe["csp"]]
+        self.page_errors += [f"[{phase}] {e}" for e in probe["errors"]]
+        self.alerts += [f"[{phase}] {a}" for a in probe["alerts"]]
+        # Reset, so that a later collect() on the same document does not count these twice.
+        self.js("if (window.__webtest) { window.__webtest.csp = []; window.__webtest.errors = []; window.__webtest.alerts = []; }")
+        expected = 0
+        for entry in self.driver.get_log("browser"):
+            message = entry.get("message", "")
+            if "Content Security Policy" in message or "Content-Security-Policy" in message:
+                self.csp_violations.append(f"[{phase}] {message}")
+            elif entry.get("level") == "SEVERE":
+                if any(re.search(pattern, message) for pattern in allowed):
+                    expected += 1
+                else:
+                    self.console_errors.append(f"[{phase}] {entry.get('source', '?')}: {message}")
+        return expected
+
+    def reload(self, phase: str) -> None:
+        self.collect(phase)
+        self.driver.refresh()

@@ -1,0 +1,177 @@
+"""Debian's nginx running web/templates/default.conf.template the way the web image does.
+
+The image's entrypoint substitutes only the variables NGINX_ENVSUBST_FILTER matches and that are
+defined (20-envsubst-on-templates.sh), with NGINX_LOCAL_RESOLVERS taken from /etc/resolv.conf
+(15-local-resolvers.envsh); the filter and the image's defaults are read from web/Dockerfile.
+The rendered file goes into an nginx.conf shaped like the image's (http{} including conf.d).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from support import http
+from support.dockerfile import final_stage_env
+from support.net import wait_until
+from support.processes import Service, base_environment
+from support.tools import require_tool
+
+IMAGE_ROOT = "/usr/share/nginx/html"
+TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "NGINX_PORT", "NGINX_LOCAL_RESOLVERS")
+
+
+def local_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
+    """What the image's entrypoint puts in NGINX_LOCAL_RESOLVERS: every nameserver, IPv6 in []."""
+    servers = []
+    if resolv_conf.exists():
+        for line in resolv_conf.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                servers.append(f"[{words[1]}]" if ":" in words[1] else words[1])
+    # Only names need a resolver and the tests use addresses, so loopback does when there is none.
+    return " ".join(servers) or "127.0.0.1"
+
+
+def render_template(template: Path, variables: dict[str, str], envsubst_filter: str) -> str:
+    """envsubst limited to the defined variables whose names the filter matches."""
+    envsubst = require_tool("envsubst", "apt-get install gettext-base")
+    allowed = " ".join(f"${{{name}}}" for name in sorted(variables) if re.search(envsubst_filter, name))
+    done = subprocess.run(
+        [envsubst, allowed],
+        input=template.read_text(),
+        capture_output=True,
+        text=True,
+        env={**base_environment(), **variables},
+        check=True,
+    )
+    return done.stdout
+
+
+def with_static_root(config: str, html_root: Path) -> str:
+    """The rendered config with the image's document root moved to `html_root`."""
+    lines = config.splitlines(keepends=True)
+    roots = [index for index, line in enumerate(lines) if line.strip() == f"root {IMAGE_ROOT};"]
+    assert len(roots) == 1, f"expected one 'root {IMAGE_ROOT};' line in the template, found {len(roots)}"
+    indent = lines[roots[0]][: len(lines[roots[0]]) - len(lines[roots[0]].lstrip())]
+    lines[roots[0]] = f"{indent}root {html_root};\n"
+    return "".join(lines)
+
+
+class Nginx(Service):
+    """One nginx prefix: nginx.conf, the rendered conf.d/default.conf, logs; foreground master."""
+
+    def __init__(
+        self,
+        prefix: Path,
+        port: int,
+        upstream: str,
+        html_root: Path,
+        template: Path,
+        dockerfile: Path,
+        read_timeout: str | None = None,
+    ) -> None:
+        self.binary = require_tool("nginx", "apt-get install nginx")
+        self.prefix = prefix
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        image_env = final_stage_env(dockerfile)
+        self.envsubst_filter = image_env["NGINX_ENVSUBST_FILTER"]
+        self.variables = {
+            "API_UPSTREAM": upstream,
+            "API_READ_TIMEOUT": read_timeout or image_env["API_READ_TIMEOUT"],
+            "NGINX_PORT": str(port),
+            "NGINX_LOCAL_RESOLVERS": local_resolvers(),
+        }
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "conf.d").mkdir(exist_ok=True)
+        # Workers drop to an unprivileged user when nginx starts as root: they must read this.
+        os.chmod(prefix, 0o755)
+        self.rendered = render_template(template, self.variables, self.envsubst_filter)
+        (prefix / "conf.d" / "default.conf").write_text(with_static_root(self.rendered, html_root))
+        (prefix / "nginx.conf").write_text(self._main_config())
+        self.access_log = prefix / "access.log"
+        super().__init__(
+            f"nginx :{port}",
+            [self.binary, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"),
+             "-g", "daemon off;"],
+            # The template logs to /dev/stdout, as in the image.
+            stdout=self.access_log,
+            stderr=prefix / "stderr.log",
+            stop_signal=signal.SIGQUIT,
+        )
+
+    def _main_config(self) -> str:
+        p = self.prefix
+        return f"""worker_processes 1;
+pid {p}/nginx.pid;
+error_log {p}/error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    client_body_temp_path {p}/client_temp;
+    proxy_temp_path {p}/proxy_temp;
+    fastcgi_temp_path {p}/fastcgi_temp;
+    uwsgi_temp_path {p}/uwsgi_temp;
+    scgi_temp_path {p}/scgi_temp;
+    access_log {p}/default-access.log;
+    sendfile on;
+    keepalive_timeout 65;
+    include {p}/conf.d/*.conf;
+}}
+"""
+
+    def config_test(self) -> subprocess.CompletedProcess:
+        """`nginx -t` on this prefix."""
+        return subprocess.run(
+            [self.binary, "-q", "-p", f"{self.prefix}/", "-c", str(self.prefix / "nginx.conf"),
+             "-e", str(self.prefix / "error.log"), "-t"],
+            capture_output=True, text=True, timeout=30,
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        super().start()
+
+        def answers() -> bool:
+            if not self.running:
+                raise RuntimeError(f"nginx exited:\n{self.log_tail()}\n{self.error_log()}")
+            return http.request(self.url + "/healthz", timeout=2).status == 200
+
+        wait_until(f"nginx on :{self.port} to answer /healthz", answers, timeout=timeout)
+
+    def error_log(self) -> str:
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def access_entries(self) -> list[Any]:
+        """Every access-log line, parsed as JSON (a line that is not JSON raises ValueError)."""
+        if not self.access_log.exists():
+            return []
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+    def access_entry(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The access-log entry of one request. nginx writes it just after the response's last
+        byte, so it may lag the client by a moment."""
+
+        def find() -> dict[str, Any] | None:
+            matches = [entry for entry in self.access_entries() if entry.get("request_id") == request_id]
+            return matches[-1] if matches else None
+
+        return wait_until(f"the access-log line of request {request_id}", find, timeout=timeout, interval=0.05)
+
+    def save_logs(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, suffix in (
+            (self.access_log, "access.log"),
+            (self.prefix / "error.log", "error.log"),
+            (self.prefix / "conf.d" / "default.conf", "default.conf"),
+        ):
+            if source.exists():
+                shutil.copyfile(source, directory / f"{name}-{suffix}")
