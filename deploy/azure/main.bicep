@@ -233,12 +233,12 @@ resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = if (o
       mode: 'Disabled'
     }
     authConfig: {
-      activeDirectoryAuth: postgresAuth == 'managedIdentity' ? 'Enabled' : 'Disabled'
-      passwordAuth: postgresAuth == 'password' ? 'Enabled' : 'Disabled'
+      activeDirectoryAuth: (postgresAuth == 'managedIdentity') ? 'Enabled' : 'Disabled'
+      passwordAuth: (postgresAuth == 'password') ? 'Enabled' : 'Disabled'
       tenantId: subscription().tenantId
     }
-    administratorLogin: postgresAuth == 'password' ? postgresAdminLogin : null
-    administratorLoginPassword: postgresAuth == 'password' ? postgresAdminPassword : null
+    administratorLogin: (postgresAuth == 'password') ? postgresAdminLogin : null
+    administratorLoginPassword: (postgresAuth == 'password') ? postgresAdminPassword : null
     // Public endpoint, reachable from Azure services only (the firewall rule below); the
     // README shows the private (VNet) variant.
     network: {
@@ -294,10 +294,10 @@ resource postgresAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators
 
 // Postgres URL: the identity's name (or the admin login) as user, TLS verified against the
 // compiled-in roots, which include the ones Azure's certificates chain to.
-var postgresUser = postgresAuth == 'managedIdentity' ? apiIdentityName : postgresAdminLogin
+var postgresUser = (postgresAuth == 'managedIdentity') ? apiIdentityName : postgresAdminLogin
 var postgresUrl = onPostgres ? 'postgres://${postgresUser}@${postgres!.properties.fullyQualifiedDomainName}:5432/${postgresDatabaseName}?sslmode=verify-full' : ''
 
-var databaseSecrets = onPostgres && postgresAuth == 'password' ? [
+var databaseSecrets = (onPostgres && postgresAuth == 'password') ? [
   {
     name: 'db-password'
     value: postgresAdminPassword
@@ -325,7 +325,7 @@ var postgresEnv = concat([
     name: 'DATABASE_POOL_SIZE'
     value: string(apiPoolSize)
   }
-], postgresAuth == 'managedIdentity' ? [
+], (postgresAuth == 'managedIdentity') ? [
   {
     name: 'DATABASE_AUTH'
     value: 'azure-managed-identity'
@@ -352,7 +352,7 @@ var sqliteVolumes = [
   }
 ]
 
-var postgresVolumes = postgresAuth == 'password' ? [
+var postgresVolumes = (postgresAuth == 'password') ? [
   {
     name: 'secrets'
     storageType: 'Secret'
@@ -385,7 +385,7 @@ resource api 'Microsoft.App/containerApps@2025-01-01' = {
     postgresAdmin
     postgresDatabase
   ]
-  identity: onPostgres && postgresAuth == 'managedIdentity' ? {
+  identity: (onPostgres && postgresAuth == 'managedIdentity') ? {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${apiIdentity.id}': {}
@@ -468,7 +468,7 @@ resource api 'Microsoft.App/containerApps@2025-01-01' = {
               volumeName: 'data'
               mountPath: '/data'
             }
-          ] : (postgresAuth == 'password' ? [
+          ] : ((postgresAuth == 'password') ? [
             {
               volumeName: 'secrets'
               mountPath: '/run/secrets'

@@ -1,6 +1,8 @@
 """deploy/azure: main.bicep parsed by pycep-parser, its parameters file by json, and the rules the
-service depends on: the API internal, one replica on SQLite over SMB, probes and the share on
-/data; the web tier public and reaching the API through its ingress."""
+service depends on, worked out for each backend (support/bicep.py): the API internal with its
+probes; on SQLite one replica over SMB with the share on /data; on Postgres several replicas, no
+share, TLS verified and enforced, backups, sign-in without a password in the URL; the web tier
+public and reaching the API through its ingress."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import shutil
 import subprocess
 
 import pytest
+
+from support.bicep import Deployment
 
 BICEP_TYPES = {"int": int, "string": str, "bool": bool, "array": list, "object": dict}
 
@@ -71,9 +75,40 @@ def test_the_container_apps_are_declared_as_api_and_web(bicep):
     assert {"api", "web"} <= apps
 
 
+# The deployments the rules are checked for: the parameters file as given (SQLite), and Postgres
+# with each way of signing in.
+DEPLOYMENTS = {
+    "sqlite": {},
+    "postgres-managed-identity": {"databaseBackend": "postgres"},
+    "postgres-password": {"databaseBackend": "postgres", "postgresAuth": "password"},
+}
+
+
+@pytest.fixture(scope="module", params=DEPLOYMENTS, ids=str)
+def deployment(request, bicep, given):
+    values = {name: entry["value"] for name, entry in given.items()}
+    return Deployment(bicep, {**values, **DEPLOYMENTS[request.param]})
+
+
 @pytest.fixture(scope="module")
-def api(bicep):
-    return bicep["resources"]["api"]["config"]["properties"]
+def sqlite_deployment(bicep, given):
+    return Deployment(bicep, {name: entry["value"] for name, entry in given.items()})
+
+
+@pytest.fixture(scope="module", params=["postgres-managed-identity", "postgres-password"])
+def postgres_deployment(request, bicep, given):
+    values = {name: entry["value"] for name, entry in given.items()}
+    return Deployment(bicep, {**values, **DEPLOYMENTS[request.param]})
+
+
+def api_env_of(deployment):
+    container = deployment.properties("api")["template"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def api(deployment):
+    return deployment.properties("api")
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +117,8 @@ def api_container(api):
 
 
 @pytest.fixture(scope="module")
-def api_env(api_container):
-    return {e["name"]: e.get("value") for e in api_container.get("env", [])}
+def api_env(deployment):
+    return api_env_of(deployment)
 
 
 @pytest.fixture(scope="module")
@@ -103,19 +138,6 @@ def test_the_api_runs_a_single_revision(api):
     assert api["configuration"]["activeRevisionsMode"] == "Single"
 
 
-def test_the_api_runs_exactly_one_replica_on_sqlite(api):
-    scale = api["template"]["scale"]
-    assert (scale.get("minReplicas"), scale.get("maxReplicas")) == (1, 1)
-
-
-def test_the_api_uses_the_delete_journal_mode_no_wal_on_smb(api_env):
-    assert str(api_env.get("SQLITE_JOURNAL_MODE")).lower() == "delete"
-
-
-def test_the_api_database_is_data_app_db(api_env):
-    assert api_env.get("DB_PATH") == "/data/app.db"
-
-
 def test_the_api_runs_in_production(api_env):
     assert api_env.get("APP_ENV") == "production"
 
@@ -130,16 +152,99 @@ def test_every_api_probe_uses_port_8000(api_probes):
     assert {p.get("port") for p in api_probes.values()} == {8000}
 
 
-def test_the_api_has_an_azure_files_volume_mounted_with_nobrl(bicep, api):
-    def value(v):
-        return bicep["variables"][v]["value"] if isinstance(v, str) and v in bicep["variables"] else v
-
-    assert any(v.get("storageType") == "AzureFile" and "nobrl" in str(value(v.get("mountOptions"))).split(",")
-               for v in api["template"].get("volumes", []))
+def test_the_api_runs_exactly_one_replica_on_sqlite(sqlite_deployment):
+    scale = sqlite_deployment.properties("api")["template"]["scale"]
+    assert (scale.get("minReplicas"), scale.get("maxReplicas")) == (1, 1)
 
 
-def test_the_api_volume_is_mounted_on_data(api_container):
-    assert any(m.get("mountPath") == "/data" for m in api_container.get("volumeMounts", []))
+def test_the_api_uses_the_delete_journal_mode_no_wal_on_smb(sqlite_deployment):
+    assert str(api_env_of(sqlite_deployment).get("SQLITE_JOURNAL_MODE")).lower() == "delete"
+
+
+def test_the_api_database_is_data_app_db(sqlite_deployment):
+    assert api_env_of(sqlite_deployment).get("DB_PATH") == "/data/app.db"
+
+
+def test_the_api_has_an_azure_files_volume_mounted_with_nobrl(sqlite_deployment):
+    volumes = sqlite_deployment.properties("api")["template"].get("volumes", [])
+    assert any(v.get("storageType") == "AzureFile" and "nobrl" in str(v.get("mountOptions")).split(",")
+               for v in volumes)
+
+
+def test_the_api_volume_is_mounted_on_data(sqlite_deployment):
+    container = sqlite_deployment.properties("api")["template"]["containers"][0]
+    assert any(m.get("mountPath") == "/data" for m in container.get("volumeMounts", []))
+
+
+def test_sqlite_deploys_no_postgres_server(sqlite_deployment):
+    assert not sqlite_deployment.deployed("postgres")
+
+
+def test_postgres_runs_at_least_two_api_replicas(postgres_deployment):
+    assert postgres_deployment.properties("api")["template"]["scale"]["minReplicas"] >= 2
+
+
+def test_postgres_lets_the_api_scale_out_on_http_load(postgres_deployment):
+    scale = postgres_deployment.properties("api")["template"]["scale"]
+    assert scale["maxReplicas"] > scale["minReplicas"] and any("http" in rule for rule in scale["rules"])
+
+
+def test_postgres_mounts_no_azure_files_share(postgres_deployment):
+    volumes = postgres_deployment.properties("api")["template"].get("volumes", [])
+    assert not postgres_deployment.deployed("share") and all(v["storageType"] != "AzureFile" for v in volumes)
+
+
+def test_postgres_sets_no_sqlite_settings(postgres_deployment):
+    assert {"DB_PATH", "SQLITE_JOURNAL_MODE"} & set(api_env_of(postgres_deployment)) == set()
+
+
+def test_postgres_connects_with_verified_tls(postgres_deployment):
+    assert "sslmode=verify-full" in api_env_of(postgres_deployment)["DATABASE_URL"]
+
+
+def test_the_postgres_url_carries_no_password(postgres_deployment):
+    url = api_env_of(postgres_deployment)["DATABASE_URL"]
+    credentials = url.split("://", 1)[1].split("@", 1)[0]
+    assert ":" not in credentials
+
+
+def test_the_server_refuses_connections_without_tls(postgres_deployment):
+    setting = postgres_deployment.resource("postgresTls")
+    assert (setting["name"], setting["properties"]["value"]) == ("require_secure_transport", "on")
+
+
+def test_the_server_keeps_automated_backups_for_a_week_or_more(postgres_deployment):
+    assert postgres_deployment.properties("postgres")["backup"]["backupRetentionDays"] >= 7
+
+
+def test_the_server_runs_a_current_major_version(postgres_deployment):
+    assert int(postgres_deployment.properties("postgres")["version"]) >= 16
+
+
+def test_the_server_is_reachable_from_azure_services_only(postgres_deployment):
+    rule = postgres_deployment.properties("postgresFirewall")
+    assert (rule["startIpAddress"], rule["endIpAddress"]) == ("0.0.0.0", "0.0.0.0")
+
+
+def test_managed_identity_sign_in_uses_the_apps_user_assigned_identity(bicep, given):
+    values = {name: entry["value"] for name, entry in given.items()}
+    deployment = Deployment(bicep, {**values, **DEPLOYMENTS["postgres-managed-identity"]})
+    env = api_env_of(deployment)
+    server = deployment.properties("postgres")["authConfig"]
+    assert (env["DATABASE_AUTH"], "AZURE_CLIENT_ID" in env, deployment.resource("api")["identity"]["type"],
+            server["activeDirectoryAuth"], server["passwordAuth"], deployment.deployed("postgresAdmin")) == (
+        "azure-managed-identity", True, "UserAssigned", "Enabled", "Disabled", True)
+
+
+def test_the_password_reaches_the_api_as_a_secret_file_not_an_environment_variable(bicep, given):
+    values = {name: entry["value"] for name, entry in given.items()}
+    deployment = Deployment(bicep, {**values, **DEPLOYMENTS["postgres-password"]})
+    api = deployment.properties("api")
+    env = api["template"]["containers"][0]["env"]
+    secret_volumes = [v for v in api["template"]["volumes"] if v["storageType"] == "Secret"]
+    assert (api_env_of(deployment)["DATABASE_PASSWORD_FILE"], any("secretRef" in e for e in env),
+            [s["secretRef"] for v in secret_volumes for s in v["secrets"]]) == (
+        "/run/secrets/db-password", False, ["db-password"])
 
 
 @pytest.fixture(scope="module")
