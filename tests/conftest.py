@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def api_backends() -> list[str]:
-    """The storage backends the API tests run against. PostgreSQL joins the default list once
-    the API accepts DATABASE_URL; until then TEST_BACKENDS=sqlite,postgres opts in."""
-    return [name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite").split(",") if name.strip()]
+    """The storage backends the API tests run against (TEST_BACKENDS narrows them, e.g. to
+    `sqlite` on a machine without PostgreSQL)."""
+    return [name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite,postgres").split(",")
+            if name.strip()]
 
 
 @pytest.fixture(scope="session")
