@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -49,6 +50,9 @@ pub struct ServiceInfo {
     pub hostname: String,
     pub environment: String,
     pub started: Instant,
+    /// Set when a stop was requested: readiness then fails, so load balancers stop sending
+    /// requests while the ones already on their way are still served.
+    pub stopping: AtomicBool,
 }
 
 impl AppState {
@@ -64,6 +68,7 @@ impl AppState {
             }
             .to_owned(),
             started: Instant::now(),
+            stopping: AtomicBool::new(false),
         };
         Self {
             store,

@@ -235,6 +235,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub body_timeout_secs: u64,
 
+    /// On SIGTERM/Ctrl-C, keep serving this many seconds with readiness failing (`stopping`), so a
+    /// load balancer that polls readiness stops sending requests first; then stop accepting.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300), global = true)]
+    pub shutdown_drain_secs: u64,
+
     /// On SIGTERM/Ctrl-C, in-flight requests get this many seconds to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
@@ -427,6 +433,10 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_secs(self.shutdown_drain_secs)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

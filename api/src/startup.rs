@@ -9,7 +9,9 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, app};
+use std::sync::atomic::Ordering;
+
+use crate::app::{AppState, ServiceInfo, app};
 use crate::config::Config;
 use crate::store::{self, ItemStore, LocationError, OpenError};
 
@@ -32,6 +34,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn ItemStore>,
+    info: Arc<ServiceInfo>,
+    shutdown_drain: Duration,
     shutdown_timeout: Duration,
 }
 
@@ -64,11 +68,14 @@ impl Application {
                 });
             }
         };
-        let router = app(AppState::new(Arc::clone(&store), config));
+        let state = AppState::new(Arc::clone(&store), config);
+        let info = Arc::clone(&state.info);
         Ok(Self {
             listener,
-            router,
+            router: app(state),
             store,
+            info,
+            shutdown_drain: config.shutdown_drain(),
             shutdown_timeout: config.shutdown_timeout(),
         })
     }
@@ -79,7 +86,8 @@ impl Application {
             .expect("a bound TCP listener has a local address")
     }
 
-    /// Serves until `shutdown` completes; then stops accepting, gives in-flight requests up to
+    /// Serves until `shutdown` completes; then fails readiness while still serving for
+    /// `SHUTDOWN_DRAIN_SECS`; then stops accepting, gives in-flight requests up to
     /// `SHUTDOWN_TIMEOUT_SECS` to finish, and closes the store (pending writes committed, WAL
     /// checkpointed).
     pub async fn run_until_stopped(
@@ -88,8 +96,17 @@ impl Application {
     ) -> std::io::Result<()> {
         let stopping = CancellationToken::new();
         let trigger = stopping.clone();
+        let (info, drain) = (Arc::clone(&self.info), self.shutdown_drain);
         tokio::spawn(async move {
             shutdown.await;
+            info.stopping.store(true, Ordering::Release);
+            if !drain.is_zero() {
+                tracing::info!(
+                    drain_seconds = drain.as_secs(),
+                    "stopping: readiness fails, still serving"
+                );
+                tokio::time::sleep(drain).await;
+            }
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "listening");

@@ -1,5 +1,7 @@
 //! Health: `/api/healthz` (liveness, no database) and `/api/health` (readiness and details).
 
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,7 +29,8 @@ struct Liveness {
 
 #[derive(Serialize, ToSchema)]
 struct Readiness {
-    /// `ok` when the database is reachable and writable, else `unavailable`.
+    /// `ok` when the database is reachable and writable; `stopping` once a stop was requested
+    /// (the process still serves for SHUTDOWN_DRAIN_SECS); else `unavailable`.
     #[schema(example = "ok")]
     status: &'static str,
     #[schema(example = "1.4.0")]
@@ -77,15 +80,20 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "The database is not usable", body = Readiness),
+        (status = 503, description = "The database is not usable, or the process is stopping", body = Readiness),
     )
 )]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let database = state.store.status().await;
-    let usable = database.is_usable();
     let info = &state.info;
+    let stopping = info.stopping.load(Ordering::Acquire);
+    let usable = database.is_usable() && !stopping;
     let body = Readiness {
-        status: if usable { "ok" } else { "unavailable" },
+        status: match (stopping, usable) {
+            (true, _) => "stopping",
+            (false, true) => "ok",
+            (false, false) => "unavailable",
+        },
         version: info.version.clone(),
         build_date: info.build_date.clone(),
         vcs_ref: info.vcs_ref.clone(),

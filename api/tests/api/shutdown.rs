@@ -208,3 +208,50 @@ async fn every_write_acknowledged_before_sigkill_is_stored() {
         .collect();
     assert_none_lost(&acknowledged, &stored);
 }
+
+#[test]
+fn with_a_drain_period_readiness_fails_at_once_while_requests_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        BinaryServer::start(&dir.path().join("app.db"), &[("SHUTDOWN_DRAIN_SECS", "2")]);
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(
+        client
+            .get(server.url("/api/health"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let asked = Instant::now();
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let health = client.get(server.url("/api/health")).send().unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.json::<Value>().unwrap()["status"], "stopping");
+    assert_eq!(
+        client
+            .get(server.url("/api/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let created = client
+        .post(server.url("/api/items"))
+        .json(&serde_json::json!({"text": "during the drain"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        created.status(),
+        201,
+        "requests are served during the drain"
+    );
+
+    assert_eq!(server.wait(Duration::from_secs(15)), 0);
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "stopped before the drain period ended"
+    );
+}
