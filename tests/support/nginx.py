@@ -1,8 +1,8 @@
 """Debian's nginx running web/templates/default.conf.template the way the web image does.
 
 The image's entrypoint substitutes only the variables NGINX_ENVSUBST_FILTER matches and that are
-defined (20-envsubst-on-templates.sh), with NGINX_LOCAL_RESOLVERS taken from /etc/resolv.conf
-(15-local-resolvers.envsh); the filter and the image's defaults are read from web/Dockerfile.
+defined (20-envsubst-on-templates.sh), and lists the API's servers with web/api-servers.sh
+(40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile.
 The rendered file goes into an nginx.conf shaped like the image's (http{} including conf.d).
 """
 
@@ -24,19 +24,15 @@ from support.processes import Service, base_environment
 from support.tools import require_tool
 
 IMAGE_ROOT = "/usr/share/nginx/html"
-TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "NGINX_PORT", "NGINX_LOCAL_RESOLVERS")
+TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "API_SERVERS_FILE", "NGINX_PORT")
+API_SERVERS_SCRIPT = Path(__file__).resolve().parents[2] / "web" / "api-servers.sh"
 
 
-def local_resolvers(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
-    """What the image's entrypoint puts in NGINX_LOCAL_RESOLVERS: every nameserver, IPv6 in []."""
-    servers = []
-    if resolv_conf.exists():
-        for line in resolv_conf.read_text().splitlines():
-            words = line.split()
-            if len(words) >= 2 and words[0] == "nameserver":
-                servers.append(f"[{words[1]}]" if ":" in words[1] else words[1])
-    # Only names need a resolver and the tests use addresses, so loopback does when there is none.
-    return " ".join(servers) or "127.0.0.1"
+def list_api_servers(upstream: str, servers_file: Path) -> None:
+    """What the image does before nginx starts: web/api-servers.sh once."""
+    subprocess.run([str(API_SERVERS_SCRIPT), "once"], check=True, timeout=30,
+                   env={**base_environment(), "API_UPSTREAM": upstream,
+                        "API_SERVERS_FILE": str(servers_file)})
 
 
 def render_template(template: Path, variables: dict[str, str], envsubst_filter: str) -> str:
@@ -83,13 +79,15 @@ class Nginx(Service):
         self.url = f"http://127.0.0.1:{port}"
         image_env = final_stage_env(dockerfile)
         self.envsubst_filter = image_env["NGINX_ENVSUBST_FILTER"]
+        self.servers_file = prefix / "api-servers.conf"
         self.variables = {
             "API_UPSTREAM": upstream,
             "API_READ_TIMEOUT": read_timeout or image_env["API_READ_TIMEOUT"],
+            "API_SERVERS_FILE": str(self.servers_file),
             "NGINX_PORT": str(port),
-            "NGINX_LOCAL_RESOLVERS": local_resolvers(),
         }
         prefix.mkdir(parents=True, exist_ok=True)
+        list_api_servers(upstream, self.servers_file)
         (prefix / "conf.d").mkdir(exist_ok=True)
         # Workers drop to an unprivileged user when nginx starts as root: they must read this.
         os.chmod(prefix, 0o755)

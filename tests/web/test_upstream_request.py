@@ -95,6 +95,12 @@ def test_the_clients_host_does_not_reach_the_api(echo_web, upstream_host):
     assert seen_upstream(echo_web, "/api/items", Host="evil.example")["header"]("host") == upstream_host
 
 
+def test_nginx_reuses_its_connections_to_the_api(echo_web):
+    # One worker, requests one after another: a kept-alive connection serves them all.
+    peers = {seen_upstream(echo_web, f"/api/items?n={n}")["peer"] for n in range(20)}
+    assert len(peers) < 5, peers
+
+
 # --- API too slow -------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 Not an API stand-in: it exists only to see the exact request line and headers the nginx template
 produces (Host, Connection, X-Forwarded-*, X-Request-Id), which the real API does not report.
-`/api/stall?seconds=N` answers only after N seconds, to let nginx's read timeout fire.
+`/api/stall?seconds=N` answers only after N seconds, to let nginx's read timeout fire. Each answer
+also names the connection it came on (`peer`), to see whether nginx reuses its connections.
 usage: upstream_echo.py PORT
 """
 
@@ -29,6 +30,8 @@ class Echo(BaseHTTPRequestHandler):
                 "path": self.path,
                 "version": self.request_version,
                 "headers": [[name.lower(), value] for name, value in self.headers.items()],
+                # The connection's far end: the same port twice means nginx reused it.
+                "peer": "%s:%d" % self.client_address[:2],
             }
         ).encode()
         try:
