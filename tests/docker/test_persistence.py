@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from support.compose import inspect
-from support.stack import STACK_VARIANTS, add_item, all_ids, up
+from support.stack import SQLITE, add_item, all_ids, up
 
 
-@pytest.fixture(scope="module", params=STACK_VARIANTS)
+@pytest.fixture(scope="module", params=[SQLITE], ids=["sqlite-1-replica"])
 def variant(request):
     return request.param
 

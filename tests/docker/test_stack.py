@@ -129,4 +129,9 @@ def test_the_web_container_cannot_write_its_root_filesystem(stack):
 
 def test_the_web_container_runs_the_rendered_template(stack):
     config = stack("exec", "-T", "web", "cat", "/etc/nginx/conf.d/default.conf").stdout
-    assert "set $items_api_upstream http://api:8000;" in config
+    assert 'map "http://api:8000" $items_api_scheme' in config
+
+
+def test_the_web_tier_lists_every_api_replica(stack):
+    servers = stack("exec", "-T", "web", "cat", "/tmp/items-api-servers.conf").stdout.splitlines()
+    assert len(servers) == len(stack.containers("api"))

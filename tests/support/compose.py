@@ -58,11 +58,15 @@ class ComposeProject:
         self.logs = logs
         self.env = env
         self.file_sets: set[tuple[str, ...]] = set()
+        # The Compose files of the stack that runs now (`up` sets them).
+        self.files: tuple[str, ...] = ("compose.yaml",)
 
-    def __call__(self, *args: str, files: Sequence[str] = ("compose.yaml",), log: str = "compose.log",
+    def __call__(self, *args: str, files: Sequence[str] | None = None, log: str = "compose.log",
                  env: dict[str, str] | None = None, check: bool = True,
                  timeout: float = 1200) -> subprocess.CompletedProcess:
-        self.file_sets.add(tuple(files))
+        """`docker compose` with `files`, by default those the stack was last started with."""
+        files = tuple(files or self.files)
+        self.file_sets.add(files)
         # --env-file /dev/null: a developer's .env must not change what is tested.
         argv = ["docker", "compose", "--env-file", "/dev/null", "-p", self.name]
         for file in files:
@@ -70,9 +74,14 @@ class ComposeProject:
         return run([*argv, *args], log=self.logs / log, env={**self.env, **(env or {})}, cwd=self.root,
                    check=check, timeout=timeout)
 
+    def containers(self, service: str, *flags: str) -> list[str]:
+        """The ids of the service's running containers (with `-a`, stopped ones too)."""
+        return self("ps", "-q", *flags, service, files=self.files).stdout.split()
+
     def container(self, service: str) -> str:
-        """The id of the service's container ('' when there is none)."""
-        return self("ps", "-q", service).stdout.strip()
+        """The id of the service's (first) container ('' when there is none)."""
+        found = self.containers(service)
+        return found[0] if found else ""
 
     def health(self, service: str) -> str:
         container = self.container(service)

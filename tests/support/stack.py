@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
 
 from support import http
 from support.compose import ComposeProject, inspect
+from support.net import wait_until
 
 
 @dataclass(frozen=True)
@@ -21,15 +24,17 @@ class BuildInfo:
 
 @dataclass(frozen=True)
 class StackVariant:
-    """One way to run the stack: the storage backend and how many API replicas. Only SQLite
-    with one replica exists today (SQLite allows one writer); a Postgres variant adds its files."""
+    """One way to run the stack: the storage backend and how many API replicas (SQLite allows
+    one writer; Postgres, several)."""
 
     backend: str
     api_replicas: int
     files: tuple[str, ...]
 
 
-STACK_VARIANTS = [pytest.param(StackVariant("sqlite", 1, ("compose.yaml",)), id="sqlite-1-replica")]
+SQLITE = StackVariant("sqlite", 1, ("compose.yaml",))
+POSTGRES = StackVariant("postgres", 3, ("compose.yaml", "compose.postgres.yaml"))
+STACK_VARIANTS = [pytest.param(SQLITE, id="sqlite-1-replica"), pytest.param(POSTGRES, id="postgres-3-replicas")]
 
 
 class Images:
@@ -73,4 +78,69 @@ def add_item(web_url: str, text: str) -> int:
 def up(project: ComposeProject, variant: StackVariant | None = None, log: str = "up.log", **env: str) -> None:
     files = variant.files if variant else ("compose.yaml",)
     scale = ["--scale", f"api={variant.api_replicas}"] if variant else []
-    project("up", "-d", "--wait", "--wait-timeout", "180", *scale, files=files, log=log, env=env)
+    project.files = files
+    project("up", "-d", "--wait", "--wait-timeout", "180", "--remove-orphans", *scale, log=log, env=env)
+
+
+class WriteLoad:
+    """Writers POSTing through the web tier until stopped (each at most `limit` writes), keeping
+    every status, the acknowledged ids, and any error body that is not JSON."""
+
+    def __init__(self, web_url: str, writers: int, limit: int = 5000, backoff: float = 0.05) -> None:
+        self.web_url = web_url
+        self.limit = limit
+        self.backoff = backoff
+        self.acknowledged: list[int] = []
+        self.statuses: dict[int, int] = {}
+        self.not_json: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._write, args=(n,), daemon=True) for n in range(writers)]
+
+    def __enter__(self) -> "WriteLoad":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _write(self, writer: int) -> None:
+        for n in range(self.limit):
+            if self._stop.is_set():
+                return
+            try:
+                response = http.request(self.web_url + "/api/items", "POST",
+                                        json_body={"text": f"load {writer}-{n}"}, timeout=15)
+                status, body = response.status, response.json_or_none()
+            except OSError:
+                status, body = 0, None
+            with self._lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status == 201 and isinstance(body, dict):
+                    self.acknowledged.append(body["id"])
+                elif status != 0 and not (isinstance(body, dict) and "detail" in body):
+                    self.not_json.append(f"{status}: {response.text[:200]}")
+            if status != 201:
+                time.sleep(self.backoff)
+
+    def count(self, status: int | None = None) -> int:
+        with self._lock:
+            return len(self.acknowledged) if status is None else self.statuses.get(status, 0)
+
+    def wait_for(self, acknowledged: int, timeout: float = 120) -> None:
+        """Until `acknowledged` more writes than now have been acknowledged."""
+        target = self.count() + acknowledged
+        wait_until(f"{target} acknowledged writes", lambda: self.count() >= target, timeout=timeout,
+                   interval=0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    @property
+    def failed(self) -> dict[int, int]:
+        """Every status other than 201, with its count."""
+        with self._lock:
+            return {status: count for status, count in self.statuses.items() if status != 201}

@@ -1,0 +1,58 @@
+"""The README's "Scaling out" move, for real: the default stack's SQLite volume with items, moved
+into the Postgres stack with `items-api transfer`, then served by three replicas unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import http
+from support.compose import inspect
+from support.stack import POSTGRES, SQLITE, add_item, up
+
+# As in the README: the API's own settings supply the password (DATABASE_PASSWORD_FILE).
+TRANSFER = ["run", "--rm", "--no-deps", "-e", "TRANSFER_FROM=/data/app.db",
+            "-e", "TRANSFER_TO=postgres://items@postgres:5432/items?sslmode=disable"]
+
+
+def listed(web_url: str) -> list[dict]:
+    return http.request(web_url + "/api/items", timeout=30).json()
+
+
+@pytest.fixture(scope="module")
+def on_sqlite(project, built_images):
+    for variant in (POSTGRES, SQLITE):
+        project("down", "--volumes", "--remove-orphans", files=variant.files)
+    up(project, SQLITE)
+    for n in range(25):
+        add_item(project.web_url, f"from sqlite {n}")
+    deleted = add_item(project.web_url, "deleted before the move")
+    assert http.request(f"{project.web_url}/api/items/{deleted}", "DELETE").status == 204
+    return {"items": listed(project.web_url), "highest_id": deleted}
+
+
+@pytest.fixture(scope="module")
+def moved(project, on_sqlite):
+    # The README's steps: stop the SQLite API, start Postgres, transfer, start the rest.
+    project("stop", "api", files=SQLITE.files, log="move.log")
+    project.files = POSTGRES.files
+    project("up", "-d", "--wait", "postgres", log="move.log")
+    done = project(*TRANSFER, "-v", f"{project.name}_db-data:/data", "api", "transfer", log="move.log")
+    up(project, POSTGRES, log="move.log")
+    return {"output": done.stdout, "items": listed(project.web_url)}
+
+
+def test_the_transfer_reports_every_item_verified(moved, on_sqlite):
+    expected = f"transfer: {len(on_sqlite['items'])} items copied"
+    assert expected in moved["output"] and "verified" in moved["output"]
+
+
+def test_the_postgres_stack_serves_exactly_the_sqlite_items(moved, on_sqlite):
+    assert moved["items"] == on_sqlite["items"]
+
+
+def test_new_items_get_ids_above_every_id_sqlite_handed_out(project, moved, on_sqlite):
+    assert add_item(project.web_url, "after the move") > on_sqlite["highest_id"]
+
+
+def test_the_sqlite_volume_is_kept_for_going_back(project, moved):
+    assert inspect("volume", f"{project.name}_db-data") is not None

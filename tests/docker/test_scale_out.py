@@ -1,0 +1,183 @@
+"""compose.postgres.yaml: API replicas on one Postgres behind the web tier, stressed the way an
+operator would: requests spread over every replica, a replica stopped and the service scaled
+under write load, Postgres killed under load, and the data kept across `down` and `up`."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from support import http
+from support.compose import docker, inspect
+from support.net import wait_until
+from support.stack import POSTGRES, WriteLoad, all_ids, up
+
+WRITERS = 8
+
+
+@pytest.fixture(scope="module")
+def stack(project, built_images):
+    project("down", "--volumes", "--remove-orphans", files=POSTGRES.files)
+    up(project, POSTGRES)
+    return project
+
+
+def replica_hosts(stack) -> set[str]:
+    """The host names of the running API containers (what /api/health reports)."""
+    return {inspect("container", c)["Config"]["Hostname"] for c in stack.containers("api")}
+
+
+def wait_for_servers(stack, count: int) -> None:
+    """Until the web tier's server list has `count` replicas."""
+    def listed() -> bool:
+        done = stack("exec", "-T", "web", "cat", "/tmp/items-api-servers.conf", check=False)
+        return len([line for line in done.stdout.splitlines() if line.startswith("server")]) == count
+    wait_until(f"the web tier to list {count} API replicas", listed, timeout=60, interval=0.5)
+
+
+def test_every_replica_is_healthy(stack):
+    containers = stack.containers("api")
+    assert [inspect("container", c)["State"]["Health"]["Status"] for c in containers] == ["healthy"] * 3
+
+
+def test_postgres_is_healthy(stack):
+    assert stack.health("postgres") == "healthy"
+
+
+def test_the_api_runs_on_postgres(stack):
+    assert http.request(stack.web_url + "/api/health").json()["database"]["backend"] == "postgres"
+
+
+@pytest.fixture(scope="module")
+def answered_by(stack):
+    return [http.request(stack.web_url + "/api/health").json()["hostname"] for _ in range(60)]
+
+
+def test_sixty_requests_reach_all_three_replicas(stack, answered_by):
+    assert set(answered_by) == replica_hosts(stack)
+
+
+def test_the_password_is_not_in_any_containers_environment(stack):
+    environments = [inspect("container", c)["Config"]["Env"] for service in ("api", "postgres")
+                    for c in stack.containers(service)]
+    password = stack("exec", "-T", "postgres", "cat", "/run/secrets/db-password").stdout.strip()
+    assert len(password) >= 20 and not any(password in entry for env in environments for entry in env)
+
+
+def test_postgres_publishes_no_port(stack):
+    ports = inspect("container", stack.container("postgres"))["NetworkSettings"]["Ports"] or {}
+    assert [binding for bindings in ports.values() for binding in bindings or []] == []
+
+
+def test_postgres_runs_hardened(stack):
+    config = inspect("container", stack.container("postgres"))
+    assert (config["Config"]["User"], config["HostConfig"]["ReadonlyRootfs"], config["HostConfig"]["CapDrop"]) == (
+        "postgres", True, ["ALL"])
+
+
+# --- One replica stopped under load --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_stopped(stack, record_testsuite_property):
+    wait_for_servers(stack, 3)
+    with WriteLoad(stack.web_url, WRITERS) as load:
+        load.wait_for(200)
+        victim = stack.containers("api")[-1]
+        # SIGTERM: the replica fails readiness, is dropped by the web tier, then stops.
+        docker("stop", victim, timeout=60)
+        load.wait_for(200)
+    record_testsuite_property("replica stop: acknowledged writes", len(load.acknowledged))
+    record_testsuite_property("replica stop: failed requests", sum(load.failed.values()))
+    stack("up", "-d", "--wait", "--scale", "api=3", log="scale-restore.log")
+    return {"load": load, "stored": all_ids(stack.web_url)}
+
+
+def test_stopping_a_replica_under_load_fails_no_request(one_stopped):
+    assert one_stopped["load"].failed == {}
+
+
+def test_stopping_a_replica_under_load_loses_no_acknowledged_write(one_stopped):
+    assert set(one_stopped["load"].acknowledged) - one_stopped["stored"] == set()
+
+
+# --- Scaling 3 -> 5 -> 2 under load ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rescaled(stack, one_stopped, record_testsuite_property):
+    replicas = []
+    with WriteLoad(stack.web_url, WRITERS) as load:
+        for count in (5, 2):
+            load.wait_for(100)
+            stack("up", "-d", "--wait", "--no-recreate", "--scale", f"api={count}", log=f"scale-{count}.log")
+            wait_for_servers(stack, count)
+            replicas.append(len(stack.containers("api")))
+        load.wait_for(100)
+    record_testsuite_property("scaling: acknowledged writes", len(load.acknowledged))
+    return {"load": load, "replicas": replicas, "stored": all_ids(stack.web_url)}
+
+
+def test_the_service_scales_to_five_then_two_replicas(rescaled):
+    assert rescaled["replicas"] == [5, 2]
+
+
+def test_scaling_under_load_fails_no_request(rescaled):
+    assert rescaled["load"].failed == {}
+
+
+def test_scaling_under_load_loses_no_acknowledged_write(rescaled):
+    assert set(rescaled["load"].acknowledged) - rescaled["stored"] == set()
+
+
+# --- Postgres killed under load --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def database_killed(stack, rescaled, record_testsuite_property):
+    with WriteLoad(stack.web_url, WRITERS, backoff=0.2) as load:
+        load.wait_for(100)
+        postgres = stack.container("postgres")
+        docker("kill", "-s", "KILL", postgres)
+        # The outage is seen as JSON 503s...
+        wait_until("503s during the outage", lambda: load.count(503) >= 5, timeout=60, interval=0.2)
+        time.sleep(2)
+        # ...until Postgres is back (`docker kill` counts as a manual stop on some engines).
+        if not inspect("container", postgres)["State"]["Running"]:
+            docker("start", postgres)
+        stack.wait_healthy("postgres")
+        started = time.monotonic()
+        load.wait_for(100, timeout=120)
+        recovered_after = time.monotonic() - started
+    record_testsuite_property("postgres kill: 503s during the outage", load.count(503))
+    record_testsuite_property("postgres kill: seconds to recover after it was healthy", f"{recovered_after:.1f}")
+    return {"load": load, "stored": all_ids(stack.web_url), "health": stack.health("api")}
+
+
+def test_while_postgres_is_down_writes_get_json_503s_only(database_killed):
+    assert set(database_killed["load"].failed) == {503} and database_killed["load"].not_json == []
+
+
+def test_the_api_recovers_by_itself_when_postgres_is_back(database_killed):
+    assert database_killed["health"] == "healthy"
+
+
+def test_killing_postgres_loses_no_acknowledged_write(database_killed):
+    assert set(database_killed["load"].acknowledged) - database_killed["stored"] == set()
+
+
+# --- down, then up ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def after_down_up(stack, database_killed):
+    before = all_ids(stack.web_url)
+    stack("down", log="postgres-down.log")
+    up(stack, POSTGRES, log="postgres-up-again.log")
+    return before, all_ids(stack.web_url)
+
+
+def test_down_then_up_keeps_every_item(after_down_up):
+    before, after = after_down_up
+    assert before and after == before
