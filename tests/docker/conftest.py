@@ -79,12 +79,12 @@ def project(docker_ready, repo: Path, docker_logs: Path, build_info: BuildInfo) 
 
 
 @pytest.fixture(scope="session")
-def images(project: ComposeProject, record_testsuite_property) -> Images:
+def images(project: ComposeProject, figure) -> Images:
     built = Images(project)
     for label, service, log in (("api (first)", "api", "build-api.log"), ("web (first)", "web", "build-web.log"),
                                 ("api (no change)", "api", "build-api-nochange.log")):
         done = built.build(label, service, log)
-        record_testsuite_property(f"build {label} seconds", f"{done.seconds:.1f}")
+        figure(f"build {label} seconds", f"{done.seconds:.1f}")
     return built
 
 

@@ -56,10 +56,10 @@ def test_editing_one_handler_does_not_recompile_the_dependency(edited_build, cra
 
 
 @pytest.fixture(scope="module")
-def image(built_images, project, record_testsuite_property):
+def image(built_images, project, figure):
     def image(service: str) -> dict:
         details = inspect("image", project.image(service))
-        record_testsuite_property(f"{service} image bytes", details["Size"])
+        figure(f"{service} image bytes", details["Size"])
         return details
 
     return image

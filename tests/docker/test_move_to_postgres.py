@@ -31,13 +31,14 @@ def on_sqlite(project, built_images):
 
 
 @pytest.fixture(scope="module")
-def moved(project, on_sqlite):
+def moved(project, on_sqlite, figure):
     # The README's steps: stop the SQLite API, start Postgres, transfer, start the rest.
     project("stop", "api", files=SQLITE.files, log="move.log")
     project.files = POSTGRES.files
     project("up", "-d", "--wait", "postgres", log="move.log")
     done = project(*TRANSFER, "-v", f"{project.name}_db-data:/data", "api", "transfer", log="move.log")
     up(project, POSTGRES, log="move.log")
+    figure("sqlite to postgres move: items", len(on_sqlite["items"]))
     return {"output": done.stdout, "items": listed(project.web_url)}
 
 

@@ -54,7 +54,8 @@ def answered_by(stack):
     return [http.request(stack.web_url + "/api/health").json()["hostname"] for _ in range(60)]
 
 
-def test_sixty_requests_reach_all_three_replicas(stack, answered_by):
+def test_sixty_requests_reach_all_three_replicas(stack, answered_by, figure):
+    figure("60 requests: answers per replica", sorted(answered_by.count(host) for host in set(answered_by)))
     assert set(answered_by) == replica_hosts(stack)
 
 
@@ -80,7 +81,7 @@ def test_postgres_runs_hardened(stack):
 
 
 @pytest.fixture(scope="module")
-def one_stopped(stack, record_testsuite_property):
+def one_stopped(stack, figure):
     wait_for_servers(stack, 3)
     with WriteLoad(stack.web_url, WRITERS) as load:
         load.wait_for(200)
@@ -88,10 +89,12 @@ def one_stopped(stack, record_testsuite_property):
         # SIGTERM: the replica fails readiness, is dropped by the web tier, then stops.
         docker("stop", victim, timeout=60)
         load.wait_for(200)
-    record_testsuite_property("replica stop: acknowledged writes", len(load.acknowledged))
-    record_testsuite_property("replica stop: failed requests", sum(load.failed.values()))
+    figure("replica stop: acknowledged writes", len(load.acknowledged))
+    figure("replica stop: failed requests", sum(load.failed.values()))
     stack("up", "-d", "--wait", "--scale", "api=3", log="scale-restore.log")
-    return {"load": load, "stored": all_ids(stack.web_url)}
+    stored = all_ids(stack.web_url)
+    figure("replica stop: acknowledged writes lost", len(set(load.acknowledged) - stored))
+    return {"load": load, "stored": stored}
 
 
 def test_stopping_a_replica_under_load_fails_no_request(one_stopped):
@@ -106,7 +109,7 @@ def test_stopping_a_replica_under_load_loses_no_acknowledged_write(one_stopped):
 
 
 @pytest.fixture(scope="module")
-def rescaled(stack, one_stopped, record_testsuite_property):
+def rescaled(stack, one_stopped, figure):
     replicas = []
     with WriteLoad(stack.web_url, WRITERS) as load:
         for count in (5, 2):
@@ -115,8 +118,11 @@ def rescaled(stack, one_stopped, record_testsuite_property):
             wait_for_servers(stack, count)
             replicas.append(len(stack.containers("api")))
         load.wait_for(100)
-    record_testsuite_property("scaling: acknowledged writes", len(load.acknowledged))
-    return {"load": load, "replicas": replicas, "stored": all_ids(stack.web_url)}
+    stored = all_ids(stack.web_url)
+    figure("scaling 3->5->2: acknowledged writes", len(load.acknowledged))
+    figure("scaling 3->5->2: failed requests", sum(load.failed.values()))
+    figure("scaling 3->5->2: acknowledged writes lost", len(set(load.acknowledged) - stored))
+    return {"load": load, "replicas": replicas, "stored": stored}
 
 
 def test_the_service_scales_to_five_then_two_replicas(rescaled):
@@ -135,7 +141,7 @@ def test_scaling_under_load_loses_no_acknowledged_write(rescaled):
 
 
 @pytest.fixture(scope="module")
-def database_killed(stack, rescaled, record_testsuite_property):
+def database_killed(stack, rescaled, figure):
     with WriteLoad(stack.web_url, WRITERS, backoff=0.2) as load:
         load.wait_for(100)
         postgres = stack.container("postgres")
@@ -150,9 +156,12 @@ def database_killed(stack, rescaled, record_testsuite_property):
         started = time.monotonic()
         load.wait_for(100, timeout=120)
         recovered_after = time.monotonic() - started
-    record_testsuite_property("postgres kill: 503s during the outage", load.count(503))
-    record_testsuite_property("postgres kill: seconds to recover after it was healthy", f"{recovered_after:.1f}")
-    return {"load": load, "stored": all_ids(stack.web_url), "health": stack.health("api")}
+    figure("postgres kill: 503s during the outage", load.count(503))
+    figure("postgres kill: seconds to recover after it was healthy", f"{recovered_after:.1f}")
+    stored = all_ids(stack.web_url)
+    figure("postgres kill: acknowledged writes", len(load.acknowledged))
+    figure("postgres kill: acknowledged writes lost", len(set(load.acknowledged) - stored))
+    return {"load": load, "stored": stored, "health": stack.health("api")}
 
 
 def test_while_postgres_is_down_writes_get_json_503s_only(database_killed):

@@ -29,7 +29,7 @@ def stack(request, project, built_images):
 
 
 @pytest.fixture(scope="module")
-def killed_under_load(stack, record_testsuite_property):
+def killed_under_load(stack, figure):
     acknowledged: list[int] = []
     refused: list[int] = []
     lock = threading.Lock()
@@ -75,8 +75,8 @@ def killed_under_load(stack, record_testsuite_property):
     for thread in threads:
         # Bounded: at most WRITES_PER_WRITER requests of at most 10 s each, and it stops far sooner.
         thread.join(WRITES_PER_WRITER * 10)
-    record_testsuite_property("sigkill acknowledged writes", len(acknowledged))
-    record_testsuite_property("sigkill writes refused while down", len(refused))
+    figure("sigkill acknowledged writes", len(acknowledged))
+    figure("sigkill writes refused while down", len(refused))
     return {"at_kill": at_kill[0], "acknowledged": set(acknowledged),
             "writers_done": not any(thread.is_alive() for thread in threads), "stored": all_ids(stack.web_url)}
 

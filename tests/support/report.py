@@ -1,4 +1,5 @@
-"""pytest plugin: a table of every test's wall time (set-up, call and tear-down together).
+"""pytest plugin: a table of every test's wall time (set-up, call and tear-down together), and
+the figures the tests measured (the `figure` fixture: also JUnit properties).
 
 pytest's own --durations lists the phases apart, which hides what a module-scoped fixture costs
 behind the first test that uses it; this table charges each test for all three.
@@ -12,6 +13,17 @@ import pytest
 
 _seconds: dict[str, float] = defaultdict(float)
 _outcome: dict[str, str] = {}
+_figures: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def figure(record_testsuite_property):
+    """figure(name, value): a measured figure, in the JUnit report and the summary at the end."""
+    def record(name: str, value: object) -> None:
+        _figures[name] = str(value)
+        record_testsuite_property(name, value)
+
+    return record
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -25,9 +37,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    write = terminalreporter.write_line
+    if _figures:
+        terminalreporter.section("figures measured")
+        width = max(len(name) for name in _figures)
+        for name, value in _figures.items():
+            write(f"{name:<{width}}  {value}")
     if not _seconds:
         return
-    write = terminalreporter.write_line
     terminalreporter.section("duration of every test (set-up + call + tear-down), slowest first")
     write(f"{'seconds':>8}  {'outcome':<8} test")
     for nodeid, seconds in sorted(_seconds.items(), key=lambda entry: -entry[1]):
