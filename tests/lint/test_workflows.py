@@ -1,6 +1,8 @@
 """The delivery rules, read from the workflows with a YAML parser and their `run:` scripts split
-into commands with the shell's quoting rules: CI, CD and the local Docker tests run the one smoke
-definition (tests/smoke.py); CD only updates images and logs in with OIDC; CI reads, no more."""
+into commands with the shell's quoting rules (a script a step sources counts as part of it): CI,
+CD and the local Docker tests run the one smoke definition (tests/smoke.py); CD only updates
+images, by digest, logs in with OIDC and puts both previous images back when a deploy fails; CI
+reads, no more, lets every push to main publish, and tests and smoke-tests the Postgres backend."""
 
 from __future__ import annotations
 
@@ -24,8 +26,17 @@ def steps_of(workflow: dict) -> list[tuple[str, int, dict]]:
             for index, step in enumerate(job.get("steps") or [])]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def commands(step: dict) -> list[list[str]]:
-    return shell_commands(step.get("run") or "")
+    """The step's commands, with those of the repository scripts it sources (`source F`, `. F`)."""
+    found = []
+    for words in shell_commands(step.get("run") or ""):
+        found.append(words)
+        if len(words) == 2 and words[0] in ("source", ".") and (REPO / words[1]).is_file():
+            found += shell_commands((REPO / words[1]).read_text())
+    return found
 
 
 def smoke_targets(step: dict) -> list[str]:
@@ -138,3 +149,73 @@ def test_cd_logs_in_with_azure_login(azure_logins):
 def test_azure_login_uses_oidc_identifiers_not_stored_credentials(azure_logins):
     inputs = [step.get("with") or {} for step in azure_logins]
     assert not any("creds" in given or any("secrets." in str(v) for v in given.values()) for given in inputs)
+
+
+# --- Delivery: what is published, what is deployed, and how a failure is undone -------------
+
+
+def test_sha_tags_are_pushed_from_the_default_branch_only(ci):
+    sha_rules = [line.strip() for line in ci["env"]["IMAGE_TAGS"].splitlines() if line.strip().startswith("type=sha")]
+    assert sha_rules and all("enable={{is_default_branch}}" in rule for rule in sha_rules)
+
+
+def test_no_push_to_main_cancels_another_pushs_pending_run(ci):
+    # A push's group is its own run; only pull requests share (and cancel within) a group.
+    group = ci["concurrency"]["group"]
+    assert "github.run_id" in group and "pull_request" in str(ci["concurrency"]["cancel-in-progress"])
+
+
+def test_a_manual_deploy_and_an_automatic_one_never_share_a_pending_slot(cd):
+    assert "github.event_name" in cd["concurrency"]["group"] and cd["concurrency"]["cancel-in-progress"] is False
+
+
+def test_a_deploy_waits_for_earlier_deploy_runs_first(cd):
+    first = cd["jobs"]["deploy"]["steps"][0]
+    assert "GITHUB_RUN_ID" in first.get("run", "") and "in_progress" in first.get("run", "")
+
+
+@pytest.fixture(scope="module")
+def cd_steps(cd):
+    return {step.get("name", ""): step for _, _, step in steps_of(cd)}
+
+
+def test_cd_resolves_the_tag_to_digests_before_any_update(cd):
+    steps = cd["jobs"]["deploy"]["steps"]
+    resolve = next(i for i, step in enumerate(steps) if "imagetools inspect" in step.get("run", "")
+                   and "@${digest}" in step.get("run", ""))
+    update = next(i for i, step in enumerate(steps) if any(w[:3] == ["az", "containerapp", "update"]
+                                                          for w in commands(step)))
+    assert resolve < update
+
+
+def test_cd_puts_both_previous_images_back_when_the_deploy_or_the_smoke_test_fails(cd):
+    steps = cd["jobs"]["deploy"]["steps"]
+    restore = [step for step in steps if "failure()" in str(step.get("if", ""))
+               and "PREVIOUS_API_IMAGE" in step.get("run", "") and "PREVIOUS_WEB_IMAGE" in step.get("run", "")]
+    smoke = next(i for i, step in enumerate(steps) if smoke_targets(step))
+    assert restore and steps.index(restore[0]) > smoke
+
+
+def test_the_revision_wait_gives_up_at_once_on_a_degraded_or_unhealthy_revision(repo):
+    script = (repo / ".github" / "workflows" / "containerapp.sh").read_text()
+    assert '.running == "Degraded"' in script and '.health == "Unhealthy"' in script
+
+
+def test_the_multi_platform_packages_carry_a_description_annotation(ci):
+    steps = ci["jobs"]["publish-manifest"]["steps"]
+    assert any("--annotation" in words and any(w.startswith("index:org.opencontainers.image.description=")
+                                                 for w in words)
+               for step in steps for words in commands(step))
+
+
+def test_ci_runs_the_rust_tests_against_a_postgres_service(ci):
+    job = ci["jobs"]["test"]
+    tests = next(step for step in job["steps"] if any(w[:2] == ["cargo", "test"] for w in commands(step)))
+    assert "postgres" in job.get("services", {}) and "TEST_DATABASE_URL" in tests.get("env", {})
+
+
+def test_ci_smoke_tests_the_postgres_stack_with_several_replicas(ci):
+    steps = ci["jobs"]["smoke"]["steps"]
+    ups = [words for step in steps for words in commands(step)
+           if is_compose(words, "up") and "compose.postgres.yaml" in words]
+    assert any("--scale" in words and int(words[words.index("--scale") + 1].split("=")[1]) >= 2 for words in ups)

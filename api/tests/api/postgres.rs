@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, BinaryServer, TestApp, json_of, run_binary};
 use crate::postgres_support::{
     self, Cluster, PASSWORD, PASSWORD_USER, connect, eventually, execute, fresh_database_url,
-    shared, unavailable,
+    unavailable,
 };
 
 /// A fresh schema's URL, or `None` after saying why there is no Postgres.
@@ -371,12 +371,8 @@ async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
 
 #[tokio::test]
 async fn the_contract_holds_through_pgbouncer_in_transaction_mode() {
-    let Ok(shared) = shared() else {
-        return unavailable("no shared server");
-    };
-    let Some(cluster) = &shared.cluster else {
-        // An external TEST_DATABASE_URL: the bouncer needs to know the server's port.
-        return unavailable("PgBouncer test needs the test's own cluster");
+    let Some(cluster) = shared_cluster() else {
+        return;
     };
     let bouncer = match PgBouncer::start(cluster) {
         Ok(bouncer) => bouncer,
@@ -518,16 +514,10 @@ impl Drop for PgBouncer {
     }
 }
 
-/// The shared cluster, for tests that need its files (certificates) or its users.
+/// A cluster of this process, for tests that need its files (certificates) or its users.
 fn shared_cluster() -> Option<&'static Cluster> {
-    match shared() {
-        Ok(shared) => match &shared.cluster {
-            Some(cluster) => Some(cluster),
-            None => {
-                unavailable("this test needs the test's own cluster, not TEST_DATABASE_URL");
-                None
-            }
-        },
+    match postgres_support::local_cluster() {
+        Ok(cluster) => Some(cluster),
         Err(reason) => {
             unavailable(&reason);
             None

@@ -283,6 +283,23 @@ pub fn shared() -> Result<&'static Shared, String> {
         .map_err(Clone::clone)
 }
 
+/// A cluster this process started, with its files (certificates) and users: the shared one, or,
+/// when `TEST_DATABASE_URL` names an outside server, one started for the tests that need it.
+pub fn local_cluster() -> Result<&'static Cluster, String> {
+    static LOCAL: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    if let Ok(Shared {
+        cluster: Some(cluster),
+        ..
+    }) = shared()
+    {
+        return Ok(cluster);
+    }
+    LOCAL
+        .get_or_init(Cluster::start)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// Under `CI=true` a missing Postgres fails the test; elsewhere the test says so and passes.
 pub fn unavailable(reason: &str) {
     if std::env::var("CI").is_ok_and(|value| value == "true") {
