@@ -1,5 +1,6 @@
 """The README's "Scaling out" move, for real: the default stack's SQLite volume with items, moved
-into the Postgres stack with `items-api transfer`, then served by three replicas unchanged."""
+into the Postgres stack with `items-api transfer`, then served by three replicas unchanged; and the
+way back to SQLite."""
 
 from __future__ import annotations
 
@@ -57,3 +58,26 @@ def test_new_items_get_ids_above_every_id_sqlite_handed_out(project, moved, on_s
 
 def test_the_sqlite_volume_is_kept_for_going_back(project, moved):
     assert inspect("volume", f"{project.name}_db-data") is not None
+
+
+@pytest.fixture(scope="module")
+def moved_back(project, moved):
+    added = add_item(project.web_url, "added on postgres")
+    project("stop", "api", "web", log="move-back.log")
+    project("run", "--rm", "--no-deps", "-v", f"{project.name}_db-data:/data",
+            "-e", "TRANSFER_TO=/data/from-postgres.db",
+            "-e", "TRANSFER_FROM=postgres://items@postgres:5432/items?sslmode=disable",
+            "api", "transfer", log="move-back.log")
+    project("down", log="move-back.log")
+    project("run", "--rm", "--no-deps", "api", "restore", "/data/from-postgres.db",
+            files=SQLITE.files, log="move-back.log")
+    up(project, SQLITE, log="move-back.log")
+    return {"added": added, "items": listed(project.web_url)}
+
+
+def test_going_back_to_sqlite_keeps_what_was_added_on_postgres(moved_back):
+    assert moved_back["added"] in {item["id"] for item in moved_back["items"]}
+
+
+def test_going_back_to_sqlite_hands_out_no_postgres_id_again(project, moved_back):
+    assert add_item(project.web_url, "back on sqlite") > max(item["id"] for item in moved_back["items"])
