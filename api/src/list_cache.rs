@@ -4,6 +4,10 @@
 //! more than sending them. An entry is tagged with the store revision read *before* its query
 //! ran; a write bumps the revision after it commits and before it is acknowledged, so a reader
 //! that saw the acknowledgement can never be served an entry from before the write.
+//!
+//! A body worth compressing is also kept gzipped, compressed once per revision: a client (or the
+//! Nginx tier) that accepts gzip gets those bytes instead of compressing the same list again for
+//! every request.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -12,9 +16,56 @@ use bytes::Bytes;
 
 /// Distinct first pages kept at once (one per `limit` value).
 const MAX_ENTRIES: usize = 32;
-/// Bytes kept at once. Items can be up to a megabyte each, so the entry count alone would not
-/// bound memory; a body that does not fit is served but not kept.
+/// Bytes kept at once (plain and gzipped together). Items can be up to a megabyte each, so the
+/// entry count alone would not bound memory; a body that does not fit is served but not kept.
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Smaller bodies are sent as they are: compressing them saves less than it costs.
+const GZIP_FROM: usize = 1024;
+/// Larger bodies are compressed on a blocking thread, so a big list does not stall other requests.
+const GZIP_INLINE_UP_TO: usize = 64 * 1024;
+
+/// A list response: the JSON, and the same gzipped when it is worth it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListBody {
+    pub json: Bytes,
+    pub gzip: Option<Bytes>,
+}
+
+impl ListBody {
+    fn plain(json: Bytes) -> Self {
+        Self { json, gzip: None }
+    }
+
+    /// Compresses `json` when it is big enough to be worth it.
+    pub async fn new(json: Bytes) -> Self {
+        let gzip = if json.len() < GZIP_FROM {
+            None
+        } else if json.len() <= GZIP_INLINE_UP_TO {
+            Some(gzip(&json))
+        } else {
+            let source = json.clone();
+            tokio::task::spawn_blocking(move || gzip(&source))
+                .await
+                .ok()
+        };
+        Self { json, gzip }
+    }
+
+    fn size(&self) -> usize {
+        self.json.len() + self.gzip.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+fn gzip(json: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 4),
+        flate2::Compression::new(5),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(json);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
 
 #[derive(Default)]
 pub struct ListCache {
@@ -29,7 +80,7 @@ struct Entries {
     revision: u64,
     bytes: usize,
     /// Keyed by the page size; `None` is the whole list.
-    bodies: HashMap<Option<u32>, Bytes>,
+    bodies: HashMap<Option<u32>, ListBody>,
 }
 
 impl ListCache {
@@ -40,12 +91,12 @@ impl ListCache {
         revision: Option<u64>,
         limit: Option<u32>,
         build: F,
-    ) -> Result<Bytes, E>
+    ) -> Result<ListBody, E>
     where
         F: Future<Output = Result<Bytes, E>>,
     {
         let Some(revision) = revision else {
-            return build.await;
+            return Ok(ListBody::plain(build.await?));
         };
         if let Some(hit) = self.lookup(revision, limit) {
             return Ok(hit);
@@ -55,19 +106,25 @@ impl ListCache {
         if let Some(hit) = self.lookup(revision, limit) {
             return Ok(hit);
         }
-        let body = build.await?;
+        let json = build.await?;
+        // Compressed only what will be kept: a body too big for the cache is sent as it is.
+        let body = if json.len() <= MAX_BYTES {
+            ListBody::new(json).await
+        } else {
+            ListBody::plain(json)
+        };
         self.insert(revision, limit, body.clone());
         Ok(body)
     }
 
-    fn lookup(&self, revision: u64, limit: Option<u32>) -> Option<Bytes> {
+    fn lookup(&self, revision: u64, limit: Option<u32>) -> Option<ListBody> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         (entries.revision == revision)
             .then(|| entries.bodies.get(&limit).cloned())
             .flatten()
     }
 
-    fn insert(&self, revision: u64, limit: Option<u32>, body: Bytes) {
+    fn insert(&self, revision: u64, limit: Option<u32>, body: ListBody) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if revision > entries.revision {
             entries.revision = revision;
@@ -75,9 +132,9 @@ impl ListCache {
             entries.bytes = 0;
         }
         // An entry built from an older revision is already stale: drop it.
-        let fits = entries.bodies.len() < MAX_ENTRIES && entries.bytes + body.len() <= MAX_BYTES;
+        let fits = entries.bodies.len() < MAX_ENTRIES && entries.bytes + body.size() <= MAX_BYTES;
         if revision == entries.revision && fits && !entries.bodies.contains_key(&limit) {
-            entries.bytes += body.len();
+            entries.bytes += body.size();
             entries.bodies.insert(limit, body);
         }
     }
@@ -100,6 +157,7 @@ mod tests {
             })
             .await
             .unwrap()
+            .json
     }
 
     #[tokio::test]
@@ -150,6 +208,7 @@ mod tests {
                         })
                         .await
                         .unwrap()
+                        .json
                 })
             })
             .collect();
@@ -162,7 +221,20 @@ mod tests {
     #[tokio::test]
     async fn memory_is_bounded_in_bytes_not_just_entries() {
         let cache = ListCache::default();
-        let big = || async { Ok::<_, Infallible>(Bytes::from(vec![b'x'; MAX_BYTES / 2 + 1])) };
+        // Random bytes: gzip cannot shrink them, so both halves count in full.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let noise: Vec<u8> = (0..MAX_BYTES / 4 + 1)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        let big = || {
+            let noise = noise.clone();
+            async move { Ok::<_, Infallible>(Bytes::from(noise)) }
+        };
         cache.get_or_build(Some(1), Some(1), big()).await.unwrap();
         cache.get_or_build(Some(1), Some(2), big()).await.unwrap();
         let kept = cache.entries.read().unwrap();
@@ -172,6 +244,20 @@ mod tests {
             "the second body did not fit and was not kept"
         );
         assert!(kept.bytes <= MAX_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_big_body_is_kept_gzipped_too_and_a_small_one_is_not() {
+        use std::io::Read;
+        let json = Bytes::from(format!("[{}]", vec!["{\"id\":1}"; 400].join(",")));
+        let body = ListBody::new(json.clone()).await;
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&body.gzip.as_ref().unwrap()[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, json);
+        assert!(body.gzip.unwrap().len() < json.len() / 4);
+        assert_eq!(ListBody::new(Bytes::from("[]")).await.gzip, None);
     }
 
     #[tokio::test]

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, VARY};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -66,6 +66,7 @@ struct CreateItem {
 async fn list_items(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let page = parse_page(query.as_deref())?;
     // Only first pages are cached: they are what clients poll; deeper pages vary too much.
@@ -81,11 +82,41 @@ async fn list_items(
             Ok::<_, AppError>(Bytes::from(json))
         })
         .await?;
-    Ok((
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
-    )
-        .into_response())
+    let json = HeaderValue::from_static("application/json");
+    // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
+    let vary = (VARY, HeaderValue::from_static("accept-encoding"));
+    Ok(match body.gzip.filter(|_| accepts_gzip(&headers)) {
+        Some(gzip) => (
+            [
+                (CONTENT_TYPE, json),
+                (CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+                vary,
+            ],
+            gzip,
+        )
+            .into_response(),
+        None => ([(CONTENT_TYPE, json), vary], body.json).into_response(),
+    })
+}
+
+/// Whether `Accept-Encoding` allows gzip (named, or `*`, without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                parameter
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 /// Create an item.
@@ -193,6 +224,21 @@ fn parse_page(query: Option<&str>) -> Result<Page, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_accepted_when_named_or_starred_without_q_zero() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 
     #[test]
     fn no_query_means_the_whole_list() {

@@ -330,3 +330,49 @@ async fn head_requests_get_headers_without_a_body(#[case] backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_json_content_type(&response);
 }
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_list_worth_compressing_comes_gzipped_to_a_client_that_accepts_it(
+    #[case] backend: Backend,
+) {
+    use std::io::Read;
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    for n in 0..40 {
+        app.add(&format!(
+            "item number {n} with enough text to be worth compressing"
+        ))
+        .await;
+    }
+    let plain = app.get("/api/items").await;
+    assert_eq!(plain.headers()["vary"], "accept-encoding");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+
+    let zipped = app
+        .client
+        .get(app.url("/api/items"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_json_content_type(&zipped);
+    let zipped = zipped.bytes().await.unwrap();
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+    assert!(
+        zipped.len() < plain.len() / 3,
+        "{} of {}",
+        zipped.len(),
+        plain.len()
+    );
+}
