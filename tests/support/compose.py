@@ -111,5 +111,6 @@ def docker_environment() -> dict[str, str]:
     """The caller's environment minus the variables the Compose files read, so a developer's
     shell (or .env) cannot change what is tested."""
     compose_variables = {"REGISTRY", "IMAGE_TAG", "API_PORT", "RUST_LOG", "WEB_BIND", "WEB_PORT",
-                         "BUILD_VERSION", "BUILD_DATE", "VCS_REF", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE"}
+                         "BUILD_VERSION", "BUILD_DATE", "VCS_REF", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE",
+                         "API_REPLICAS", "API_POOL_SIZE"}
     return {name: value for name, value in os.environ.items() if name not in compose_variables}
