@@ -111,11 +111,14 @@ pub fn write_new_file(
     Ok(report)
 }
 
-/// Replaces the content of `database` with `backup_file`, after checking the backup.
+/// Replaces the content of `database` with `backup_file`: all or nothing.
 ///
-/// Uses SQLite's backup API, which copies under the database's own locks and works whatever
-/// journal mode the target uses. Refused while a service holds the database (it caches what it
-/// last read); ids handed out before the restore are never handed out again.
+/// The backup is checked strictly first (integrity, schema version, and an `items` table the
+/// service can serve: see `check_items_table`); then a copy of it is made beside the database with
+/// the id sequence moved past every id the database ever handed out, and checked again. Only then
+/// is the database touched, in one step: SQLite's backup API copies the staged file in within one
+/// write transaction, so a failure at any point leaves the database as it was. Refused while a
+/// service holds the database (it caches what it last read).
 pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, BackupError> {
     if !backup_file.is_file() {
         return Err(BackupError::Missing(backup_file.to_path_buf()));
@@ -131,27 +134,51 @@ pub fn restore(backup_file: &Path, database: &Path) -> Result<CopyReport, Backup
     // Refused while a service (or another restore) holds the database: the service caches what
     // it read and would keep handing out what the restore just replaced.
     let _owner = super::claim_owner_lock(database)?;
-    let mut target = Connection::open(database).map_err(sqlite("cannot open", database))?;
-    target
-        .busy_timeout(BUSY_TIMEOUT)
-        .map_err(sqlite("cannot open", database))?;
     // Ids must never be handed out twice, even after going back to an older backup.
-    let highest_id = highest_id_ever(&target).map_err(sqlite("cannot read", database))?;
-    target
-        .restore(
-            rusqlite::MAIN_DB,
-            backup_file,
-            None::<fn(rusqlite::backup::Progress)>,
-        )
-        .map_err(sqlite("cannot restore into", database))?;
-    raise_id_sequence(&target, highest_id)
-        .map_err(sqlite("cannot keep the id sequence of", database))?;
-    // Fold the WAL in, so the file holds everything (and its size means something).
-    target
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .map_err(sqlite("cannot checkpoint", database))?;
-    drop(target);
+    let highest_id = if database.exists() {
+        let live = open_existing(database, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        highest_id_ever(&live).map_err(sqlite("cannot read", database))?
+    } else {
+        0
+    };
+    // A staging file of an earlier restore that failed; we hold the owner lock, so it is ours.
+    let staged = with_suffix(database, ".restoring");
+    let _ = std::fs::remove_file(&staged);
+    let restored = stage(backup_file, &staged, highest_id).and_then(|()| {
+        let mut target = Connection::open(database).map_err(sqlite("cannot open", database))?;
+        target
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(sqlite("cannot open", database))?;
+        target
+            .restore(
+                rusqlite::MAIN_DB,
+                &staged,
+                None::<fn(rusqlite::backup::Progress)>,
+            )
+            .map_err(sqlite("cannot restore into", database))?;
+        // Fold the WAL in, so the file holds everything (and its size means something).
+        target
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(sqlite("cannot checkpoint", database))
+    });
+    let _ = std::fs::remove_file(&staged);
+    restored?;
     verify(database)
+}
+
+/// Writes `staged`: the backup's content with the id sequence past `highest_id`, checked.
+fn stage(backup_file: &Path, staged: &Path, highest_id: i64) -> Result<(), BackupError> {
+    let mut copy = Connection::open(staged).map_err(sqlite("cannot create", staged))?;
+    copy.restore(
+        rusqlite::MAIN_DB,
+        backup_file,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .map_err(sqlite("cannot copy the backup to", staged))?;
+    raise_id_sequence(&copy, highest_id)
+        .map_err(sqlite("cannot keep the id sequence of", staged))?;
+    drop(copy);
+    verify(staged).map(drop)
 }
 
 /// Makes the next id handed out higher than `highest_id` (ids are never reused).
@@ -204,10 +231,9 @@ fn verify(path: &Path) -> Result<CopyReport, BackupError> {
     if integrity != "ok" {
         return Err(invalid(format!("integrity check failed: {integrity}")));
     }
+    super::check_items_table(&conn).map_err(invalid)?;
     let items: i64 = conn
         .query_row("SELECT count(*) FROM items", [], |row| row.get(0))
-        .map_err(|error| invalid(error.to_string()))?;
-    conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
         .map_err(|error| invalid(error.to_string()))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
@@ -397,5 +423,94 @@ mod tests {
         std::fs::write(&junk, b"definitely not sqlite").unwrap();
         assert!(restore(&junk, &live).is_err());
         assert_eq!(verify(&live).unwrap().items, 1);
+    }
+
+    /// A backup file made with `schema` and one row (when it has the usual columns).
+    fn backup_with(dir: &Path, name: &str, schema: &str) -> PathBuf {
+        let path = dir.join(name);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema).unwrap();
+        let _ = conn.execute(
+            "INSERT INTO items (text, created_at) VALUES ('from the backup', 'then')",
+            [],
+        );
+        path
+    }
+
+    fn bytes_of(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn restore_refuses_a_backup_the_service_could_not_serve_and_leaves_the_database_as_it_was() {
+        let cases = [
+            (
+                "no autoincrement",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY, text TEXT NOT NULL, created_at TEXT NOT NULL)",
+                "AUTOINCREMENT",
+            ),
+            (
+                "text ids",
+                "CREATE TABLE items (id TEXT PRIMARY KEY, text TEXT NOT NULL, created_at TEXT NOT NULL)",
+                "items.id",
+            ),
+            (
+                "an extra required column",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, \
+                 created_at TEXT NOT NULL, owner TEXT NOT NULL)",
+                "owner",
+            ),
+            (
+                "a trigger",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, \
+                 created_at TEXT NOT NULL); CREATE TRIGGER purge AFTER INSERT ON items \
+                 BEGIN DELETE FROM items; END;",
+                "trigger",
+            ),
+            (
+                "a unique index",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, \
+                 created_at TEXT NOT NULL); CREATE UNIQUE INDEX one_each ON items (text);",
+                "UNIQUE",
+            ),
+            (
+                "a check constraint",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL \
+                 CHECK (length(text) < 3), created_at TEXT NOT NULL)",
+                "CHECK",
+            ),
+            (
+                "nullable text",
+                "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT, \
+                 created_at TEXT NOT NULL)",
+                "NOT NULL",
+            ),
+        ];
+        for (case, schema, reason) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let live = database_with(dir.path(), &["keep me", "and me"]);
+            let before = bytes_of(&live);
+            let bad = backup_with(dir.path(), "bad.db", schema);
+            let error = restore(&bad, &live).unwrap_err();
+            assert!(
+                matches!(&error, BackupError::Invalid { reason: found, .. } if found.contains(reason)),
+                "{case}: {error}"
+            );
+            assert_eq!(bytes_of(&live), before, "{case}: the live database changed");
+            assert!(!with_suffix(&live, ".restoring").exists(), "{case}");
+        }
+    }
+
+    #[test]
+    fn the_seed_schema_with_extra_optional_columns_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = database_with(dir.path(), &["old"]);
+        let backup = backup_with(
+            dir.path(),
+            "extra.db",
+            "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL, \
+             created_at TEXT NOT NULL, note TEXT, rank INTEGER NOT NULL DEFAULT 0)",
+        );
+        assert_eq!(restore(&backup, &live).unwrap().items, 1);
     }
 }

@@ -36,6 +36,111 @@ pub fn known_schema_version(found: i64) -> Option<usize> {
         .filter(|&version| version <= SCHEMA_VERSION)
 }
 
+/// Checks that the `items` table is one this service can serve and keep correct: the three
+/// columns with their types (`id` an `INTEGER PRIMARY KEY AUTOINCREMENT`, so ids are never
+/// reused), no other column a new row would have to fill, and nothing that would refuse or undo
+/// a write behind the service's back (triggers, CHECK or UNIQUE constraints, foreign keys).
+/// The seed's table passes unchanged. Returns what is wrong, in words.
+pub fn check_items_table(conn: &Connection) -> Result<(), String> {
+    let read = |error: rusqlite::Error| error.to_string();
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(read)?;
+    let Some(sql) = sql else {
+        return Err("it has no items table".into());
+    };
+    let mut columns = conn.prepare("PRAGMA table_info(items)").map_err(read)?;
+    let columns: Vec<(String, String, bool, Option<String>, i64)> = columns
+        .query_map([], |row| {
+            Ok((
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })
+        .map_err(read)?
+        .collect::<Result<_, _>>()
+        .map_err(read)?;
+    let expect = |name: &str, kind: &str, required: bool| -> Result<(), String> {
+        match columns.iter().find(|column| column.0 == name) {
+            None => Err(format!("items has no column {name}")),
+            Some((_, found, _, _, _)) if !found.eq_ignore_ascii_case(kind) => {
+                Err(format!("items.{name} is {found:?}, not {kind}"))
+            }
+            Some((_, _, not_null, _, _)) if required && !not_null => {
+                Err(format!("items.{name} is not NOT NULL"))
+            }
+            Some(_) => Ok(()),
+        }
+    };
+    expect("id", "INTEGER", false)?;
+    expect("text", "TEXT", true)?;
+    expect("created_at", "TEXT", true)?;
+    for (name, _, not_null, default, key) in &columns {
+        let ours = ["id", "text", "created_at"].contains(&name.as_str());
+        if (name == "id") != (*key == 1) || (!ours && *key > 0) {
+            return Err("items.id must be the table's only primary key".into());
+        }
+        if !ours && *not_null && default.is_none() {
+            return Err(format!(
+                "items has a column {name} that is NOT NULL without a default: new items could \
+                 not be stored"
+            ));
+        }
+    }
+    let words: Vec<String> = sql
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .map(str::to_ascii_uppercase)
+        .collect();
+    if !words.iter().any(|word| word == "AUTOINCREMENT") {
+        return Err(
+            "items.id is not AUTOINCREMENT: ids of deleted items could be handed out again".into(),
+        );
+    }
+    if let Some(word) = words
+        .iter()
+        .find(|word| ["CHECK", "REFERENCES", "UNIQUE"].contains(&word.as_str()))
+    {
+        return Err(format!(
+            "items has a {word} constraint that could refuse new items"
+        ));
+    }
+    let trigger: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(read)?;
+    if let Some(trigger) = trigger {
+        return Err(format!(
+            "it has a trigger ({trigger}) that would run behind the service's back"
+        ));
+    }
+    let unique: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_index_list('items') WHERE \"unique\" AND origin <> 'pk' LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(read)?;
+    if let Some(index) = unique {
+        return Err(format!(
+            "items has a UNIQUE index ({index}) that could refuse new items"
+        ));
+    }
+    Ok(())
+}
+
 /// Upper bound on writes committed together, so one transaction stays short.
 const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer; past this, handlers wait (backpressure) instead of queueing more.
@@ -112,11 +217,8 @@ pub enum OpenError {
         found: i64,
         known: usize,
     },
-    #[error("the database {path} has an `items` table this service cannot use: {cause}")]
-    Schema {
-        path: PathBuf,
-        cause: rusqlite::Error,
-    },
+    #[error("the database {path} cannot be served: {reason}")]
+    Unusable { path: PathBuf, reason: String },
     #[error("cannot prepare the database {path}: {cause}")]
     Setup {
         path: PathBuf,
@@ -205,12 +307,10 @@ impl SqliteStore {
         let owner = claim_owner_lock(&path)?;
         let mut conn = open_writer(&path, options)?;
         migrate(&mut conn, &path)?;
-        conn.prepare("SELECT id, text, created_at FROM items LIMIT 0")
-            .map(drop)
-            .map_err(|source| OpenError::Schema {
-                path: path.clone(),
-                cause: source,
-            })?;
+        check_items_table(&conn).map_err(|reason| OpenError::Unusable {
+            path: path.clone(),
+            reason,
+        })?;
 
         let readers = Arc::new(ReaderPool {
             path: path.clone(),
@@ -957,7 +1057,21 @@ mod tests {
             .unwrap();
         drop(conn);
         let error = open(dir.path()).err().unwrap();
-        assert!(matches!(error, OpenError::Schema { .. }), "{error}");
+        assert!(matches!(error, OpenError::Unusable { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_table_with_a_trigger_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("app.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER purge AFTER INSERT ON items BEGIN DELETE FROM items; END;",
+        )
+        .unwrap();
+        drop(conn);
+        let error = open(dir.path()).err().unwrap();
+        assert!(error.to_string().contains("trigger (purge)"), "{error}");
     }
 
     #[tokio::test]

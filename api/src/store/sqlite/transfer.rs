@@ -8,7 +8,10 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::backup::{highest_id_ever, raise_id_sequence};
-use super::{SCHEMA_VERSION, claim_owner_lock, item_from_row, known_schema_version, migrate};
+use super::{
+    SCHEMA_VERSION, check_items_table, claim_owner_lock, item_from_row, known_schema_version,
+    migrate,
+};
 use crate::store::Item;
 use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
 
@@ -185,6 +188,9 @@ fn write_all(
         conn.execute_batch("PRAGMA synchronous = FULL;")
             .map_err(failed)?;
         migrate(&mut conn, path).map_err(|error| TransferError::new(error.to_string()))?;
+        check_items_table(&conn).map_err(|reason| {
+            TransferError::new(format!("{} cannot be written: {reason}", path.display()))
+        })?;
         Ok((owner, conn))
     })();
     let (_owner, mut conn) = match opened {
