@@ -224,6 +224,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=64), global = true)]
     pub db_read_connections: u64,
 
+    /// Once the first byte of a request has arrived, its head (request line and headers) must be
+    /// complete within this many seconds, or the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// A keep-alive connection with no request and no traffic for this many seconds is closed.
+    /// Keep it above the keep-alive time of a proxy in front (the web tier's is 30 s).
+    #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub keepalive_timeout_secs: u64,
+
+    /// Connections served at once; one more is answered 503 and closed. Lowered, with a warning,
+    /// to stay below the process's open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_connections: u64,
+
     /// A request that takes longer than this many seconds is answered with 503.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
@@ -433,6 +451,16 @@ impl Config {
 
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs(self.body_timeout_secs)
+    }
+
+    /// The connection limits, as configured (`Limits::within_open_file_limit` applies the
+    /// process's file limit when serving starts).
+    pub fn connection_limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
     }
 
     pub fn shutdown_drain(&self) -> Duration {

@@ -20,6 +20,8 @@ pub mod log_writer;
 pub mod openapi;
 /// HTTP handlers.
 pub mod routes;
+/// The accept loop: connection limits and timeouts, graceful stop.
+pub mod server;
 /// `Application`: start, serve, stop.
 pub mod startup;
 /// The web page from `STATIC_DIR`.

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use crate::app::{AppState, ServiceInfo, app};
 use crate::config::Config;
+use crate::server;
 use crate::store::{self, ItemStore, LocationError, OpenError};
 
 /// Why the service could not start. Each message says what to change.
@@ -35,6 +35,7 @@ pub struct Application {
     router: Router,
     store: Arc<dyn ItemStore>,
     info: Arc<ServiceInfo>,
+    limits: server::Limits,
     shutdown_drain: Duration,
     shutdown_timeout: Duration,
 }
@@ -75,6 +76,7 @@ impl Application {
             router: app(state),
             store,
             info,
+            limits: config.connection_limits(),
             shutdown_drain: config.shutdown_drain(),
             shutdown_timeout: config.shutdown_timeout(),
         })
@@ -107,34 +109,22 @@ impl Application {
                 );
                 tokio::time::sleep(drain).await;
             }
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "listening");
-        // No Nagle delay: responses are complete when written, and clients wait for them.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, self.router)
-            .with_graceful_shutdown(stopping.clone().cancelled_owned());
+        let limits = self.limits.within_open_file_limit();
         let grace = self.shutdown_timeout;
-        let deadline = async {
-            stopping.cancelled().await;
-            tracing::info!(
+        let finished = server::serve(self.listener, self.router, limits, stopping, grace).await;
+        if !finished {
+            tracing::warn!(
                 grace_seconds = grace.as_secs(),
-                "shutting down: finishing in-flight requests"
+                "requests still running after the grace period; closing them"
             );
-            tokio::time::sleep(grace).await;
-        };
-        let served = tokio::select! {
-            result = std::future::IntoFuture::into_future(server) => result,
-            () = deadline => {
-                tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the grace period; closing them");
-                Ok(())
-            }
-        };
+        }
         self.store.close().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

@@ -301,8 +301,21 @@ async fn the_service_starts_before_the_database_and_connects_when_it_comes_up() 
     assert_eq!(app.add("now").await["text"], "now");
 }
 
+/// Whether a statement of the service is waiting for a lock right now.
+async fn an_insert_waits_for_a_lock(locker: &tokio_postgres::Client) -> bool {
+    let waiting = locker
+        .query(
+            "SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND query LIKE '%INSERT INTO items%' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap();
+    !waiting.is_empty()
+}
+
 #[tokio::test]
-async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
+async fn a_busy_pool_answers_503_with_retry_after_and_a_statement_past_its_time_is_cancelled() {
     let Some(url) = database().await else { return };
     let app = TestApp::on_url(&url, |config| {
         config.database_pool_size = 1;
@@ -310,7 +323,7 @@ async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
         config.database_statement_timeout_ms = 3000;
     })
     .await;
-    app.add("migrated and warm").await;
+    let warm = app.add("migrated and warm").await;
     // Another session holds the table: the one pooled connection waits on it.
     let locker = connect(&url).await.unwrap();
     locker
@@ -326,9 +339,14 @@ async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let holding = eventually(Duration::from_secs(5), async || {
+        an_insert_waits_for_a_lock(&locker).await
+    })
+    .await;
+    assert!(holding, "the insert never waited on the lock");
+
     let started = Instant::now();
-    let response = app.get("/api/items").await;
+    let response = app.get(&format!("/api/items/{}", warm["id"])).await;
     let waited = started.elapsed();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
@@ -337,20 +355,13 @@ async fn a_busy_pool_answers_503_with_retry_after_instead_of_hanging() {
         "waited {waited:?} for a connection"
     );
 
-    // The statement that waited out its time was cancelled on the server: nothing stored.
+    // The insert ran out of its 3 s and was cancelled on the server: nothing stored.
     assert_eq!(blocked.await.unwrap(), 503);
     let cancelled = eventually(Duration::from_secs(2), async || {
-        let waiting = locker
-            .query(
-                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'INSERT INTO items%'",
-                &[],
-            )
-            .await
-            .unwrap();
-        waiting.is_empty()
+        !an_insert_waits_for_a_lock(&locker).await
     })
     .await;
-    assert!(cancelled, "the timed-out INSERT still runs on the server");
+    assert!(cancelled, "the timed-out INSERT still waits on the server");
     locker.batch_execute("ROLLBACK").await.unwrap();
     let texts: Vec<String> = app
         .items()
