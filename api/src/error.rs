@@ -20,18 +20,30 @@ pub struct FieldError {
     /// Machine-readable kind, e.g. `missing`, `string_type`, `json_invalid`, `int_parsing`.
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// Where the problem is, e.g. `["body", "text"]` or `["query", "limit"]`.
-    #[schema(value_type = Vec<Object>)]
+    /// Where the problem is, e.g. `["body", "text"]`, `["query", "limit"]`, or `["body", 9]` (a
+    /// byte offset in a body that is not JSON).
+    #[schema(schema_with = loc_schema)]
     pub loc: Vec<Value>,
     /// Human-readable message.
     pub msg: String,
-    /// The offending input.
-    #[schema(value_type = Object)]
+    /// The offending input: any JSON value (`null` when there is none).
     pub input: Value,
     /// Extra facts, e.g. the limit that was exceeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub ctx: Option<Value>,
+}
+
+/// `loc` as documented: each step a field name or a position.
+fn loc_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(Type::String))
+                .item(ObjectBuilder::new().schema_type(Type::Integer)),
+        )
+        .build()
 }
 
 impl FieldError {

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::{Map, Value, json};
 
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
@@ -23,6 +23,18 @@ impl FromRequest<AppState> for JsonObject {
             .headers()
             .get(CONTENT_TYPE)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        // Refused before a byte of the body is read: a client that sent `Expect: 100-continue`
+        // gets its 413 at once instead of being told to go ahead.
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
+            return Err(AppError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            });
+        }
         let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
             .await
             .map_err(|_| AppError::BodyTimeout {

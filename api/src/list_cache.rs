@@ -19,10 +19,31 @@ const MAX_ENTRIES: usize = 32;
 /// Bytes kept at once (plain and gzipped together). Items can be up to a megabyte each, so the
 /// entry count alone would not bound memory; a body that does not fit is served but not kept.
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// The whole list is kept only up to this size; a longer one is streamed to every client in
+/// pages instead, so no request ever holds it all in memory.
+pub const WHOLE_LIST_LIMIT: usize = 8 * 1024 * 1024;
 /// Smaller bodies are sent as they are: compressing them saves less than it costs.
 const GZIP_FROM: usize = 1024;
 /// Larger bodies are compressed on a blocking thread, so a big list does not stall other requests.
 const GZIP_INLINE_UP_TO: usize = 64 * 1024;
+
+/// What reading the start of the whole list gave.
+pub enum Prefix {
+    /// The whole list, `[...]`.
+    Complete(Bytes),
+    /// Its first items (an unclosed `[...`) and the id to read on from (exclusive).
+    Partial { json: Vec<u8>, before: i64 },
+}
+
+/// How to answer a request for the whole list.
+pub enum WholeList {
+    Body(ListBody),
+    /// Send `json` (an unclosed array), then the items below `before` (all when `None`).
+    Stream {
+        json: Vec<u8>,
+        before: Option<i64>,
+    },
+}
 
 /// A list response: the JSON, and the same gzipped when it is worth it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +99,8 @@ pub struct ListCache {
 #[derive(Default)]
 struct Entries {
     revision: u64,
+    /// The whole list of this revision was over `WHOLE_LIST_LIMIT`: do not try to keep it.
+    whole_too_big: bool,
     bytes: usize,
     /// Keyed by the page size; `None` is the whole list.
     bodies: HashMap<Option<u32>, ListBody>,
@@ -117,6 +140,61 @@ impl ListCache {
         Ok(body)
     }
 
+    /// The whole list (no `limit`, no `before`) for `revision`: the kept body, or, when it is
+    /// too big to keep, where the caller must go on streaming it. `read` reads the list from the
+    /// newest item until its end or until it has passed `WHOLE_LIST_LIMIT` bytes of JSON.
+    pub async fn whole_list<E, F>(&self, revision: Option<u64>, read: F) -> Result<WholeList, E>
+    where
+        F: Future<Output = Result<Prefix, E>>,
+    {
+        let start = || WholeList::Stream {
+            json: b"[".to_vec(),
+            before: None,
+        };
+        let Some(revision) = revision else {
+            return Ok(start());
+        };
+        let known = |cache: &Self| -> Option<WholeList> {
+            let entries = cache.entries.read().unwrap_or_else(PoisonError::into_inner);
+            if entries.revision != revision {
+                return None;
+            }
+            if entries.whole_too_big {
+                return Some(start());
+            }
+            entries.bodies.get(&None).cloned().map(WholeList::Body)
+        };
+        if let Some(known) = known(self) {
+            return Ok(known);
+        }
+        let _rebuilding = self.rebuilding.lock().await;
+        if let Some(known) = known(self) {
+            return Ok(known);
+        }
+        match read.await? {
+            Prefix::Complete(json) => {
+                let body = ListBody::new(json).await;
+                self.insert(revision, None, body.clone());
+                Ok(WholeList::Body(body))
+            }
+            Prefix::Partial { json, before } => {
+                let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+                if revision >= entries.revision {
+                    if revision > entries.revision {
+                        entries.revision = revision;
+                        entries.bodies.clear();
+                        entries.bytes = 0;
+                    }
+                    entries.whole_too_big = true;
+                }
+                Ok(WholeList::Stream {
+                    json,
+                    before: Some(before),
+                })
+            }
+        }
+    }
+
     fn lookup(&self, revision: u64, limit: Option<u32>) -> Option<ListBody> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         (entries.revision == revision)
@@ -128,6 +206,7 @@ impl ListCache {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if revision > entries.revision {
             entries.revision = revision;
+            entries.whole_too_big = false;
             entries.bodies.clear();
             entries.bytes = 0;
         }

@@ -1,5 +1,7 @@
 //! `/api/items`: list (newest first, optional keyset pages), create, get one, delete.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, VARY};
@@ -15,7 +17,8 @@ use crate::app::AppState;
 use crate::domain::ItemText;
 use crate::error::{AppError, ErrorBody, ValidationBody};
 use crate::extract::{JsonObject, int_param, string_field};
-use crate::store::{Item, Page};
+use crate::list_cache::{Prefix, WHOLE_LIST_LIMIT, WholeList};
+use crate::store::{Item, ItemStore, Page};
 
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: i64 = 1000;
@@ -43,8 +46,14 @@ struct ListQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // Documents the body; it is parsed by `JsonObject` and `string_field`.
 struct CreateItem {
-    /// Surrounding whitespace is removed; must not be empty afterwards.
-    #[schema(example = "  buy milk ")]
+    /// Surrounding whitespace is removed (as Python's `str.strip()` does); what is left must not
+    /// be empty, so the text needs a character that is not whitespace.
+    // The class holds exactly the characters `domain::is_python_whitespace` accepts (tested).
+    #[schema(
+        example = "  buy milk ",
+        min_length = 1,
+        pattern = "[^\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     text: String,
 }
 
@@ -69,19 +78,40 @@ async fn list_items(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let page = parse_page(query.as_deref())?;
-    // Only first pages are cached: they are what clients poll; deeper pages vary too much.
-    let revision = match page.before {
-        None => state.store.revision().await?,
-        Some(_) => None,
+    let body = match (page.limit, page.before) {
+        // The whole list: kept while it is small enough, else streamed in pages.
+        (None, None) => {
+            let revision = state.store.revision().await?;
+            let read = read_whole_list_start(&*state.store);
+            match state.list_cache.whole_list(revision, read).await? {
+                WholeList::Body(body) => body,
+                WholeList::Stream { json, before } => {
+                    return Ok(stream_list(Arc::clone(&state.store), json, before));
+                }
+            }
+        }
+        (None, Some(before)) => {
+            return Ok(stream_list(
+                Arc::clone(&state.store),
+                b"[".to_vec(),
+                Some(before),
+            ));
+        }
+        // A page: the first ones (what clients poll) are cached; deeper pages vary too much.
+        (Some(_), before) => {
+            let revision = match before {
+                None => state.store.revision().await?,
+                Some(_) => None,
+            };
+            state
+                .list_cache
+                .get_or_build(revision, page.limit, async {
+                    let items = state.store.list(page).await?;
+                    Ok::<_, AppError>(Bytes::from(array_of(&items)))
+                })
+                .await?
+        }
     };
-    let body = state
-        .list_cache
-        .get_or_build(revision, page.limit, async {
-            let items = state.store.list(page).await?;
-            let json = serde_json::to_vec(&items).expect("integers and strings always serialize");
-            Ok::<_, AppError>(Bytes::from(json))
-        })
-        .await?;
     let json = HeaderValue::from_static("application/json");
     // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
@@ -97,6 +127,121 @@ async fn list_items(
             .into_response(),
         None => ([(CONTENT_TYPE, json), vary], body.json).into_response(),
     })
+}
+
+/// Items read per query when the whole list is read or streamed.
+const LIST_CHUNK: u32 = MAX_LIMIT as u32;
+
+/// Appends `items` as elements of a JSON array; `wrote` says whether elements came before (a
+/// comma goes first then) and is set once one is written.
+fn write_elements(json: &mut Vec<u8>, items: &[Item], wrote: &mut bool) {
+    for item in items {
+        if *wrote {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut *json, item).expect("integers and strings always serialize");
+        *wrote = true;
+    }
+}
+
+/// `items` as a JSON array, byte for byte what serializing the `Vec` gives.
+fn array_of(items: &[Item]) -> Vec<u8> {
+    let mut json = Vec::with_capacity(64 + items.len() * 96);
+    json.push(b'[');
+    write_elements(&mut json, items, &mut false);
+    json.push(b']');
+    json
+}
+
+/// The start of the whole list, newest first: all of it, or as much as passes
+/// `WHOLE_LIST_LIMIT` bytes.
+async fn read_whole_list_start(store: &dyn ItemStore) -> Result<Prefix, AppError> {
+    let mut json = b"[".to_vec();
+    let mut wrote = false;
+    let mut before = None;
+    loop {
+        let items = store
+            .list(Page {
+                limit: Some(LIST_CHUNK),
+                before,
+            })
+            .await?;
+        write_elements(&mut json, &items, &mut wrote);
+        match items.last() {
+            Some(last) if items.len() == LIST_CHUNK as usize => {
+                before = Some(last.id);
+                if json.len() > WHOLE_LIST_LIMIT {
+                    return Ok(Prefix::Partial {
+                        json,
+                        before: last.id,
+                    });
+                }
+            }
+            _ => {
+                json.push(b']');
+                return Ok(Prefix::Complete(Bytes::from(json)));
+            }
+        }
+    }
+}
+
+/// A list sent as it is read, a page of items at a time: `json` (an unclosed array, possibly
+/// with items), then every item below `before`. Memory stays at one page whatever the list's
+/// size. Pages are read one after another, not in one snapshot: items added meanwhile are newer
+/// than the first page and not included; one deleted meanwhile may or may not be. A storage error
+/// mid-way ends the connection before the closing bracket, so the client sees an incomplete
+/// response, never a short valid list.
+fn stream_list(store: Arc<dyn ItemStore>, json: Vec<u8>, before: Option<i64>) -> Response {
+    struct Reading {
+        store: Arc<dyn ItemStore>,
+        pending: Vec<u8>,
+        wrote: bool,
+        before: Option<i64>,
+        done: bool,
+    }
+    let start = Reading {
+        store,
+        // `json` is `[` and the elements written so far.
+        wrote: json.len() > 1,
+        pending: json,
+        before,
+        done: false,
+    };
+    let pages = futures_util::stream::unfold(start, |mut reading| async move {
+        if reading.done {
+            return None;
+        }
+        let page = Page {
+            limit: Some(LIST_CHUNK),
+            before: reading.before,
+        };
+        let mut chunk = std::mem::take(&mut reading.pending);
+        match reading.store.list(page).await {
+            Ok(items) => {
+                write_elements(&mut chunk, &items, &mut reading.wrote);
+                match items.last() {
+                    Some(last) if items.len() == LIST_CHUNK as usize => {
+                        reading.before = Some(last.id);
+                    }
+                    _ => {
+                        chunk.push(b']');
+                        reading.done = true;
+                    }
+                }
+                Some((Ok(Bytes::from(chunk)), reading))
+            }
+            Err(error) => {
+                tracing::warn!(error = %crate::store::error_chain(&error), "a streamed list broke off");
+                reading.done = true;
+                Some((Err(error), reading))
+            }
+        }
+    });
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response()
 }
 
 /// Whether `Accept-Encoding` allows gzip (named, or `*`, without `q=0`).
@@ -224,6 +369,59 @@ fn parse_page(query: Option<&str>) -> Result<Page, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented pattern for `text`, from the OpenAPI document.
+    fn documented_text_pattern() -> String {
+        use utoipa::OpenApi;
+        let (_, spec) = OpenApiRouter::<AppState>::with_openapi(crate::openapi::ApiDoc::openapi())
+            .merge(router())
+            .split_for_parts();
+        let spec = serde_json::to_value(spec).unwrap();
+        spec["components"]["schemas"]["CreateItem"]["properties"]["text"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_documented_text_pattern_excludes_exactly_pythons_whitespace() {
+        // Python's whitespace as runs of code points, written as the pattern writes them.
+        let escape = |code: u32| match code {
+            0x09 => "\\t".to_owned(),
+            0x0a => "\\n".to_owned(),
+            0x0c => "\\f".to_owned(),
+            0x0d => "\\r".to_owned(),
+            0x20 => " ".to_owned(),
+            other => format!("\\u{other:04x}"),
+        };
+        let spaces: Vec<u32> = (0..=0x10_FFFF)
+            .filter(|&code| char::from_u32(code).is_some_and(crate::domain::is_python_whitespace))
+            .collect();
+        let mut class = String::new();
+        let mut index = 0;
+        while index < spaces.len() {
+            let mut end = index;
+            // The space is written on its own, after the run before it.
+            while end + 1 < spaces.len()
+                && spaces[end + 1] == spaces[end] + 1
+                && spaces[end + 1] != 0x20
+            {
+                end += 1;
+            }
+            // Runs the pattern spells out one by one (the control characters) stay apart.
+            if end > index + 1 && spaces[index] > 0x0d {
+                class.push_str(&format!(
+                    "{}-{}",
+                    escape(spaces[index]),
+                    escape(spaces[end])
+                ));
+            } else {
+                (index..=end).for_each(|at| class.push_str(&escape(spaces[at])));
+            }
+            index = end + 1;
+        }
+        assert_eq!(documented_text_pattern(), format!("[^{class}]"));
+    }
 
     #[test]
     fn gzip_is_accepted_when_named_or_starred_without_q_zero() {

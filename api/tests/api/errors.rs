@@ -395,3 +395,30 @@ async fn every_error_response_carries_a_request_id(#[case] backend: Backend) {
         );
     }
 }
+
+#[tokio::test]
+async fn expect_100_continue_with_a_body_over_the_limit_gets_a_413_at_once_not_a_go_ahead() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|config| config.max_body_bytes = 1024).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0; 2048];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer without sending the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        answer.contains(r#""detail":"Request body too large: the limit is 1024 bytes""#),
+        "{answer}"
+    );
+}

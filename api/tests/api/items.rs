@@ -376,3 +376,32 @@ async fn a_list_worth_compressing_comes_gzipped_to_a_client_that_accepts_it(
         plain.len()
     );
 }
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_list_read_from_an_id_is_streamed_in_pages_and_matches_the_whole_list(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    // More than one page of the streamed list (1000 items each).
+    let bodies: Vec<Value> = (0..1500)
+        .map(|n| json!({ "text": format!("item {n}") }))
+        .collect();
+    let posts = bodies.iter().map(|body| app.post_json(body));
+    for response in futures::future::join_all(posts).await {
+        assert_eq!(response.status(), 201);
+    }
+    let whole = app.get("/api/items").await.bytes().await.unwrap();
+    let streamed = app.get("/api/items?before=9223372036854775807").await;
+    assert_eq!(streamed.status(), 200);
+    assert_json_content_type(&streamed);
+    assert!(
+        streamed.headers().get("content-length").is_none(),
+        "sent as it is read"
+    );
+    assert_eq!(streamed.bytes().await.unwrap(), whole);
+}

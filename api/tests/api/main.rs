@@ -1,6 +1,7 @@
 //! Integration tests: the real service over real HTTP on an ephemeral port with a temporary
 //! database (in-process), or the real binary where signals and exit codes matter.
 
+mod big_lists;
 mod cli;
 mod concurrency;
 mod connections;
