@@ -108,6 +108,7 @@ impl AppError {
             Self::ItemNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Store(StoreError::OutOfSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -128,11 +129,17 @@ impl IntoResponse for AppError {
                 response
                     .extensions_mut()
                     .insert(ErrorCause(error_chain(&error)));
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    // Transient (stopping, or locked by another process): worth a retry soon.
+                // Transient (stopping, locked by another process): worth a retry soon. A full disk
+                // takes someone freeing space: later.
+                let retry_after = match status {
+                    StatusCode::SERVICE_UNAVAILABLE => Some("1"),
+                    StatusCode::INSUFFICIENT_STORAGE => Some("10"),
+                    _ => None,
+                };
+                if let Some(seconds) = retry_after {
                     response.headers_mut().insert(
                         axum::http::header::RETRY_AFTER,
-                        axum::http::HeaderValue::from_static("1"),
+                        axum::http::HeaderValue::from_static(seconds),
                     );
                 }
                 response
@@ -224,6 +231,18 @@ mod tests {
         assert_eq!(
             body_of(response).await,
             serde_json::json!({"detail": "Service Unavailable"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_a_507_with_retry_after() {
+        let full = std::io::Error::other("database or disk is full");
+        let response = AppError::from(StoreError::OutOfSpace(full.into())).into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(response.headers()["retry-after"], "10");
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": "Insufficient Storage"})
         );
     }
 

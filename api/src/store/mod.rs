@@ -87,6 +87,9 @@ pub enum StoreError {
         #[source]
         cause: Option<BoxError>,
     },
+    /// The database's disk is full: writes fail until space is freed; reads go on.
+    #[error("the database's disk is full")]
+    OutOfSpace(#[source] BoxError),
     /// A failure that retrying will not fix.
     #[error("database error")]
     Failed(#[source] BoxError),
@@ -123,6 +126,7 @@ impl StoreError {
                 reason: reason.clone(),
                 cause: cause.map(Into::into),
             },
+            Self::OutOfSpace(_) => Self::OutOfSpace(cause.unwrap_or_default().into()),
             Self::Failed(_) => Self::Failed(cause.unwrap_or_default().into()),
         }
     }

@@ -647,6 +647,9 @@ async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), MigrateError
 
 /// Sorts a driver error into "try again later" (503) and "broken" (500).
 fn classify(error: tokio_postgres::Error) -> StoreError {
+    if error.code() == Some(&SqlState::DISK_FULL) {
+        return StoreError::OutOfSpace(error.into());
+    }
     let transient = match error.code() {
         Some(code) => is_transient(code),
         // No SQLSTATE: the connection failed or closed (I/O, TLS, server gone).

@@ -438,6 +438,7 @@ impl ItemStore for SqliteStore {
             self.write(|reply| WriteCommand::Probe { reply }),
         )
         .await;
+        let free = free_bytes(&self.readers.path);
         let write_error = match probe {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error_chain(&error)),
@@ -445,8 +446,20 @@ impl ItemStore for SqliteStore {
                 "the writer did not answer within {}s",
                 PROBE_TIMEOUT.as_secs()
             )),
-        };
+        }
+        .or_else(|| {
+            free.filter(|&bytes| bytes < MIN_FREE_BYTES).map(|bytes| {
+                format!(
+                    "the database's disk is full: {} KiB free on the filesystem of {}",
+                    bytes / 1024,
+                    self.readers.path.display()
+                )
+            })
+        });
         let mut details = serde_json::Map::new();
+        if let Some(bytes) = free {
+            details.insert("free_bytes".into(), json!(bytes));
+        }
         details.insert(
             "requested_journal_mode".into(),
             json!(self.journal_mode.as_sql().to_ascii_lowercase()),
@@ -529,9 +542,24 @@ impl From<rusqlite::Error> for StoreError {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Self::unavailable_because("the database is locked by another process", error)
             }
+            Some(rusqlite::ErrorCode::DiskFull) => Self::OutOfSpace(error.into()),
             _ => Self::failed(error),
         }
     }
+}
+
+/// Below this much free space on the database's filesystem readiness reports it not writable:
+/// a commit needs room for its journal pages, and an operator needs the warning early.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Free bytes (for unprivileged users) on the filesystem that holds `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stats = rustix::fs::statvfs(dir).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 pub(super) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
@@ -989,6 +1017,25 @@ mod tests {
         let reopened = open(dir.path()).unwrap();
         assert_eq!(reopened.status().await.item_count, Some(1));
         reopened.close().await;
+    }
+
+    #[test]
+    fn busy_is_transient_and_a_full_disk_is_out_of_space() {
+        let failure = |code| {
+            StoreError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(failure(rusqlite::ffi::SQLITE_BUSY).is_transient());
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_FULL),
+            StoreError::OutOfSpace(_)
+        ));
+        assert!(matches!(
+            failure(rusqlite::ffi::SQLITE_IOERR),
+            StoreError::Failed(_)
+        ));
     }
 
     #[tokio::test]
