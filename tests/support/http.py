@@ -78,5 +78,9 @@ def request(
         response = connection.getresponse()
         data = response.read()
         return Response(response.status, response.getheaders(), data, time.monotonic() - started)
+    except (http.client.HTTPException, AttributeError) as error:
+        # http.client reports a connection the server dropped mid-exchange this way too (a
+        # socket it already let go of is None): for the caller it is no answer, like OSError.
+        raise ConnectionError(f"no answer from {url}: {error!r}") from error
     finally:
         connection.close()

@@ -113,3 +113,12 @@ class ApiProcess(Service):
             return http.request(self.url + "/api/healthz", timeout=2).status == 200
 
         wait_until("items-api to answer /api/healthz", healthy, timeout=timeout)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")

@@ -17,42 +17,6 @@ from support.processes import ApiProcess, Service, base_environment
 from support import http
 
 
-@pytest.fixture(scope="session")
-def html_root(scratch: Path, repo: Path) -> Path:
-    """A copy of web/static that nginx's unprivileged workers can read."""
-    root = scratch / "html"
-    shutil.copytree(repo / "web" / "static", root)
-    for directory, _, files in os.walk(root):
-        os.chmod(directory, 0o755)
-        for name in files:
-            os.chmod(Path(directory) / name, 0o644)
-    return root
-
-
-@pytest.fixture(scope="module")
-def make_nginx(scratch: Path, html_root: Path, repo: Path, artifacts: Path,
-               request: pytest.FixtureRequest) -> Iterator[Callable[..., Nginx]]:
-    """Makes nginx instances (not started) rendering the template for an upstream; each is
-    stopped at the end of the module, its logs and rendered config kept in artifacts/web/logs/."""
-    made: list[Nginx] = []
-    module = Path(request.node.name).stem
-
-    def make(upstream: str, read_timeout: str | None = None) -> Nginx:
-        name = f"{module}-nginx-{len(made) + 1}"
-        nginx = Nginx(scratch / name, free_port(), upstream, html_root,
-                      repo / "web" / "templates" / "default.conf.template", repo / "web" / "Dockerfile",
-                      read_timeout=read_timeout)
-        made.append(nginx)
-        return nginx
-
-    try:
-        yield make
-    finally:
-        for index, nginx in enumerate(made, start=1):
-            nginx.stop()
-            nginx.save_logs(artifacts / "web" / "logs", f"{module}-nginx-{index}")
-
-
 @pytest.fixture(scope="module")
 def web(make_nginx: Callable[..., Nginx], api: ApiProcess) -> Nginx:
     """nginx on a free port in front of this module's running API."""
