@@ -453,14 +453,17 @@ impl Config {
         Duration::from_secs(self.body_timeout_secs)
     }
 
-    /// The connection limits, as configured (`Limits::within_open_file_limit` applies the
-    /// process's file limit when serving starts).
-    pub fn connection_limits(&self) -> crate::server::Limits {
-        crate::server::Limits {
-            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
-            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
-            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
-        }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout_secs)
+    }
+
+    /// As configured; the process's open-file limit is applied when serving starts.
+    pub fn max_connections(&self) -> usize {
+        usize::try_from(self.max_connections).unwrap_or(usize::MAX)
     }
 
     pub fn shutdown_drain(&self) -> Duration {

@@ -1,36 +1,23 @@
-//! Items API: a small JSON service over SQLite, a drop-in replacement for the seed's FastAPI app.
+//! Items API: a small JSON service over SQLite or Postgres, a drop-in replacement for the seed's
+//! FastAPI app.
+//!
+//! The folders are the layers: `http` answers requests, `store` keeps the items, `ops` is what
+//! running the service needs (logging, the container health check). `startup` puts them together
+//! from the settings in `config`.
 
-/// `app()`: routes and middleware; `AppState`.
-pub mod app;
 /// Settings from the environment and flags, checked at start-up.
 pub mod config;
 /// Item rules: trimming and timestamps.
 pub mod domain;
-/// `AppError` and its JSON form.
-pub mod error;
-/// Request parsing with FastAPI-compatible validation errors.
-pub mod extract;
-/// The container health-check client.
-pub mod healthcheck;
-/// Cached list responses.
-pub mod list_cache;
-/// Batched, non-blocking log output.
-pub mod log_writer;
-/// OpenAPI document and Swagger UI.
-pub mod openapi;
-/// HTTP handlers.
-pub mod routes;
-/// The accept loop: connection limits and timeouts, graceful stop.
-pub mod server;
+/// Routes, middleware, request parsing, errors, the OpenAPI document and the accept loop.
+pub mod http;
+/// Logging and the container health-check client.
+pub mod ops;
 /// `Application`: start, serve, stop.
 pub mod startup;
-/// The web page from `STATIC_DIR`.
-pub mod static_files;
-/// Storage interface and the SQLite backend.
+/// The storage interface, its backends (SQLite, Postgres) and the list cache.
 pub mod store;
-/// Logging setup and request spans.
-pub mod telemetry;
 
-pub use app::{AppState, app};
 pub use config::{Cli, Command, Config};
+pub use http::{AppState, app};
 pub use startup::Application;

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
+use items_api::ops::{healthcheck, telemetry};
 use items_api::store::{self, Location, transfer};
-use items_api::{Application, Cli, Command, Config, healthcheck, startup, telemetry};
+use items_api::{Application, Cli, Command, Config, startup};
 
 fn main() -> ExitCode {
     let cli = match Cli::from_env_and_args() {

@@ -10,9 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::atomic::Ordering;
 
-use crate::app::{AppState, ServiceInfo, app};
-use crate::config::Config;
-use crate::server;
+use crate::config::{AppEnv, Config};
+use crate::http::{AppState, BodyLimits, RouterOptions, ServiceInfo, app, server};
 use crate::store::{self, ItemStore, LocationError, OpenError};
 
 /// Why the service could not start. Each message says what to change.
@@ -69,14 +68,26 @@ impl Application {
                 });
             }
         };
-        let state = AppState::new(Arc::clone(&store), config);
+        let body_limits = BodyLimits {
+            max_bytes: config.max_body_bytes(),
+            timeout: config.body_timeout(),
+        };
+        let state = AppState::new(Arc::clone(&store), service_info(config), body_limits);
         let info = Arc::clone(&state.info);
+        let options = RouterOptions {
+            request_timeout: config.request_timeout(),
+            static_dir: config.static_dir().cloned(),
+        };
         Ok(Self {
             listener,
-            router: app(state),
+            router: app(state, options),
             store,
             info,
-            limits: config.connection_limits(),
+            limits: server::Limits {
+                header_read_timeout: config.header_read_timeout(),
+                keepalive_timeout: config.keepalive_timeout(),
+                max_connections: config.max_connections(),
+            },
             shutdown_drain: config.shutdown_drain(),
             shutdown_timeout: config.shutdown_timeout(),
         })
@@ -125,6 +136,23 @@ impl Application {
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What `/api/health` reports about this process.
+fn service_info(config: &Config) -> ServiceInfo {
+    ServiceInfo {
+        version: config.build_version.clone(),
+        build_date: config.build_date.clone(),
+        vcs_ref: config.vcs_ref.clone(),
+        hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+        environment: match config.app_env {
+            AppEnv::Development => "development",
+            AppEnv::Production => "production",
+        }
+        .to_owned(),
+        started: std::time::Instant::now(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     }
 }
 

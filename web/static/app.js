@@ -5,8 +5,9 @@
   "use strict";
 
   const PAGE_SIZE = 100;
-  // nginx gives up on the API after 30 s and answers 504; wait a little longer than that.
-  const REQUEST_TIMEOUT_MS = 35000;
+  // Longer than nginx waits for the API (its API_READ_TIMEOUT), so nginx's JSON 504 arrives
+  // before the page gives up on its own.
+  const REQUEST_TIMEOUT_MS = 45000;
   const PROBE_FIRST_DELAY_MS = 1000;
   const PROBE_MAX_DELAY_MS = 15000;
   const CLOCK_TICK_MS = 30000;

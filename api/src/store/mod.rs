@@ -4,6 +4,7 @@
 //! module (`sqlite`, `postgres`) and is picked by `open` from the settings; nothing outside this
 //! module names a backend type.
 
+pub mod list_cache;
 pub mod location;
 pub mod postgres;
 pub mod sqlite;
@@ -33,6 +34,9 @@ pub struct Item {
     #[schema(example = "2026-01-02T03:04:05.123456+00:00")]
     pub created_at: String,
 }
+
+/// The largest page a client may ask for.
+pub const MAX_LIMIT: u32 = 1000;
 
 /// Which slice of the list to read, newest first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -261,4 +265,24 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Where `transfer` reads from: a snapshot of the database at `location`.
+async fn transfer_reader(
+    location: &Location,
+) -> Result<Box<dyn transfer::Reader>, transfer::TransferError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::transfer::reader(path).await?),
+        Location::Postgres(target) => Box::new(postgres::transfer::reader(target).await?),
+    })
+}
+
+/// Where `transfer` writes to: the empty database at `location`.
+async fn transfer_writer(
+    location: &Location,
+) -> Result<Box<dyn transfer::Writer>, transfer::TransferError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::transfer::writer(path).await?),
+        Location::Postgres(target) => Box::new(postgres::transfer::writer(target).await?),
+    })
 }

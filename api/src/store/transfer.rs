@@ -46,20 +46,6 @@ pub trait Writer: Send {
     async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError>;
 }
 
-async fn reader(location: &Location) -> Result<Box<dyn Reader>, TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(super::sqlite::transfer::reader(path).await?),
-        Location::Postgres(target) => Box::new(super::postgres::transfer::reader(target).await?),
-    })
-}
-
-async fn writer(location: &Location) -> Result<Box<dyn Writer>, TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(super::sqlite::transfer::writer(path).await?),
-        Location::Postgres(target) => Box::new(super::postgres::transfer::writer(target).await?),
-    })
-}
-
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -90,8 +76,8 @@ pub async fn transfer(
             "--from and --to name the same database ({from})"
         )));
     }
-    let mut source = reader(from).await?;
-    let mut target = writer(to).await?;
+    let mut source = super::transfer_reader(from).await?;
+    let mut target = super::transfer_writer(to).await?;
     let total = source.total();
     let mut digest = Digest::default();
     progress(Progress { copied: 0, total });
@@ -108,7 +94,7 @@ pub async fn transfer(
     target.commit(highest_id_ever).await?;
 
     let copied = digest.finish();
-    let mut check = reader(to).await?;
+    let mut check = super::transfer_reader(to).await?;
     let mut read_back = Digest::default();
     while let Some(items) = check.next_batch().await? {
         read_back.add(&items);

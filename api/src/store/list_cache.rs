@@ -1,4 +1,5 @@
-//! Serialized list responses, reused until the items change.
+//! `CachedLists`: the list as JSON, read through a cache of serialized responses that are reused
+//! until the items change. Backend-neutral: it wraps any `ItemStore`.
 //!
 //! The list is read far more often than it changes, and serializing thousands of items costs
 //! more than sending them. An entry is tagged with the store revision read *before* its query
@@ -10,9 +11,13 @@
 //! every request.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
+use futures_util::Stream;
+
+use super::{Item, ItemStore, MAX_LIMIT, Page, StoreError};
 
 /// Distinct first pages kept at once (one per `limit` value).
 const MAX_ENTRIES: usize = 32;
@@ -21,14 +26,14 @@ const MAX_ENTRIES: usize = 32;
 const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// The whole list is kept only up to this size; a longer one is streamed to every client in
 /// pages instead, so no request ever holds it all in memory.
-pub const WHOLE_LIST_LIMIT: usize = 8 * 1024 * 1024;
+const WHOLE_LIST_LIMIT: usize = 8 * 1024 * 1024;
 /// Smaller bodies are sent as they are: compressing them saves less than it costs.
 const GZIP_FROM: usize = 1024;
 /// Larger bodies are compressed on a blocking thread, so a big list does not stall other requests.
 const GZIP_INLINE_UP_TO: usize = 64 * 1024;
 
 /// What reading the start of the whole list gave.
-pub enum Prefix {
+enum Prefix {
     /// The whole list, `[...]`.
     Complete(Bytes),
     /// Its first items (an unclosed `[...`) and the id to read on from (exclusive).
@@ -36,7 +41,7 @@ pub enum Prefix {
 }
 
 /// How to answer a request for the whole list.
-pub enum WholeList {
+enum WholeList {
     Body(ListBody),
     /// Send `json` (an unclosed array), then the items below `before` (all when `None`).
     Stream {
@@ -88,8 +93,176 @@ fn gzip(json: &[u8]) -> Bytes {
     Bytes::from(encoder.finish().unwrap_or_default())
 }
 
+/// A list read: one body, or, for a list too long to hold, the body as it is read.
+pub enum Listing {
+    Body(ListBody),
+    /// Chunks of one JSON array, a page of items at a time (see `stream_list`).
+    Stream(Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>),
+}
+
+/// The store's list, as JSON, cached per store revision.
+pub struct CachedLists {
+    store: Arc<dyn ItemStore>,
+    cache: ListCache,
+}
+
+impl CachedLists {
+    pub fn new(store: Arc<dyn ItemStore>) -> Self {
+        Self {
+            store,
+            cache: ListCache::default(),
+        }
+    }
+
+    /// The items of `page` as a JSON array, newest first. The whole list and first pages (what
+    /// clients poll) come from the cache when nothing changed since; deeper pages vary too much
+    /// to be worth keeping.
+    pub async fn list(&self, page: Page) -> Result<Listing, StoreError> {
+        match (page.limit, page.before) {
+            // The whole list: kept while it is small enough, else streamed in pages.
+            (None, None) => {
+                let revision = self.store.revision().await?;
+                let read = read_whole_list_start(&*self.store);
+                Ok(match self.cache.whole_list(revision, read).await? {
+                    WholeList::Body(body) => Listing::Body(body),
+                    WholeList::Stream { json, before } => {
+                        stream_list(Arc::clone(&self.store), json, before)
+                    }
+                })
+            }
+            (None, Some(before)) => Ok(stream_list(
+                Arc::clone(&self.store),
+                b"[".to_vec(),
+                Some(before),
+            )),
+            (Some(_), before) => {
+                let revision = match before {
+                    None => self.store.revision().await?,
+                    Some(_) => None,
+                };
+                let read = async {
+                    Ok::<_, StoreError>(Bytes::from(array_of(&self.store.list(page).await?)))
+                };
+                let body = self.cache.get_or_build(revision, page.limit, read).await?;
+                Ok(Listing::Body(body))
+            }
+        }
+    }
+}
+
+/// Appends `items` as elements of a JSON array; `wrote` says whether elements came before (a
+/// comma goes first then) and is set once one is written.
+fn write_elements(json: &mut Vec<u8>, items: &[Item], wrote: &mut bool) {
+    for item in items {
+        if *wrote {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut *json, item).expect("integers and strings always serialize");
+        *wrote = true;
+    }
+}
+
+/// `items` as a JSON array, byte for byte what serializing the `Vec` gives.
+fn array_of(items: &[Item]) -> Vec<u8> {
+    let mut json = Vec::with_capacity(64 + items.len() * 96);
+    json.push(b'[');
+    write_elements(&mut json, items, &mut false);
+    json.push(b']');
+    json
+}
+
+/// A long list is read in pages of the largest size a client may ask for: a size every backend
+/// serves well. Pages of `MAX_LIMIT` items, newest first, from below `before` (from the newest when `None`).
+fn chunk_below(before: Option<i64>) -> Page {
+    Page {
+        limit: Some(MAX_LIMIT),
+        before,
+    }
+}
+
+/// Whether a page read with `chunk_below` was the last one.
+fn is_last_chunk(items: &[Item]) -> bool {
+    items.len() < MAX_LIMIT as usize
+}
+
+/// The start of the whole list, newest first: all of it, or as much as passes
+/// `WHOLE_LIST_LIMIT` bytes.
+async fn read_whole_list_start(store: &dyn ItemStore) -> Result<Prefix, StoreError> {
+    let mut json = b"[".to_vec();
+    let mut wrote = false;
+    let mut before = None;
+    loop {
+        let items = store.list(chunk_below(before)).await?;
+        write_elements(&mut json, &items, &mut wrote);
+        match items.last() {
+            Some(last) if !is_last_chunk(&items) => {
+                before = Some(last.id);
+                if json.len() > WHOLE_LIST_LIMIT {
+                    return Ok(Prefix::Partial {
+                        json,
+                        before: last.id,
+                    });
+                }
+            }
+            _ => {
+                json.push(b']');
+                return Ok(Prefix::Complete(Bytes::from(json)));
+            }
+        }
+    }
+}
+
+/// A list sent as it is read, a page of items at a time: `json` (an unclosed array, possibly
+/// with items), then every item below `before`. Memory stays at one page whatever the list's
+/// size. Pages are read one after another, not in one snapshot: items added meanwhile are newer
+/// than the first page and not included; one deleted meanwhile may or may not be. A storage error
+/// mid-way ends the stream with that error before the closing bracket, so the client sees an
+/// incomplete response, never a short valid list.
+fn stream_list(store: Arc<dyn ItemStore>, json: Vec<u8>, before: Option<i64>) -> Listing {
+    struct Reading {
+        store: Arc<dyn ItemStore>,
+        pending: Vec<u8>,
+        wrote: bool,
+        before: Option<i64>,
+        done: bool,
+    }
+    let start = Reading {
+        store,
+        // `json` is `[` and the elements written so far.
+        wrote: json.len() > 1,
+        pending: json,
+        before,
+        done: false,
+    };
+    let pages = futures_util::stream::unfold(start, |mut reading| async move {
+        if reading.done {
+            return None;
+        }
+        let mut chunk = std::mem::take(&mut reading.pending);
+        match reading.store.list(chunk_below(reading.before)).await {
+            Ok(items) => {
+                write_elements(&mut chunk, &items, &mut reading.wrote);
+                match items.last() {
+                    Some(last) if !is_last_chunk(&items) => reading.before = Some(last.id),
+                    _ => {
+                        chunk.push(b']');
+                        reading.done = true;
+                    }
+                }
+                Some((Ok(Bytes::from(chunk)), reading))
+            }
+            Err(error) => {
+                tracing::warn!(error = %super::error_chain(&error), "a streamed list broke off");
+                reading.done = true;
+                Some((Err(error), reading))
+            }
+        }
+    });
+    Listing::Stream(Box::pin(pages))
+}
+
 #[derive(Default)]
-pub struct ListCache {
+struct ListCache {
     entries: RwLock<Entries>,
     /// One rebuild at a time: after a write, a burst of readers waits for one query instead of
     /// each running its own (which costs CPU and, for big lists, memory).
@@ -109,7 +282,7 @@ struct Entries {
 impl ListCache {
     /// The cached body for this revision and page size, or `build`'s result (then cached).
     /// Without a revision (the store cannot tell when data changes) nothing is cached.
-    pub async fn get_or_build<E, F>(
+    async fn get_or_build<E, F>(
         &self,
         revision: Option<u64>,
         limit: Option<u32>,
@@ -143,7 +316,7 @@ impl ListCache {
     /// The whole list (no `limit`, no `before`) for `revision`: the kept body, or, when it is
     /// too big to keep, where the caller must go on streaming it. `read` reads the list from the
     /// newest item until its end or until it has passed `WHOLE_LIST_LIMIT` bytes of JSON.
-    pub async fn whole_list<E, F>(&self, revision: Option<u64>, read: F) -> Result<WholeList, E>
+    async fn whole_list<E, F>(&self, revision: Option<u64>, read: F) -> Result<WholeList, E>
     where
         F: Future<Output = Result<Prefix, E>>,
     {

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::ops::telemetry::ErrorCause;
 use crate::store::{StoreError, error_chain};
-use crate::telemetry::ErrorCause;
 
 /// One validation problem, as FastAPI/pydantic report it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -48,9 +48,15 @@ fn loc_schema() -> utoipa::openapi::schema::Array {
 
 impl FieldError {
     pub fn new(kind: &'static str, loc: &[&str], msg: impl Into<String>, input: Value) -> Self {
+        let loc = loc.iter().map(|part| Value::from(*part)).collect();
+        Self::at(kind, loc, msg, input)
+    }
+
+    /// With a `loc` that may hold positions as well as names.
+    pub fn at(kind: &'static str, loc: Vec<Value>, msg: impl Into<String>, input: Value) -> Self {
         Self {
             kind,
-            loc: loc.iter().map(|part| Value::from(*part)).collect(),
+            loc,
             msg: msg.into(),
             input,
             ctx: None,

@@ -21,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
-use crate::log_writer::{self, BatchedWriter, FlushGuard};
+use crate::ops::log_writer::{self, BatchedWriter, FlushGuard};
 
 /// Where `access_log` writes its JSON line directly, set by `init` for JSON logs. The same line
 /// as a tracing event through the JSON formatter cost about 9 of the 31 microseconds of CPU that a
@@ -190,7 +190,7 @@ fn http_version(version: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log_writer::testing::Sink;
+    use crate::ops::log_writer::testing::Sink;
     use axum::http::Method;
     use time::macros::datetime;
 

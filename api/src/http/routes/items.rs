@@ -1,27 +1,23 @@
 //! `/api/items`: list (newest first, optional keyset pages), create, get one, delete.
 
-use std::sync::Arc;
-
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, VARY};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::Deserialize;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::domain::ItemText;
-use crate::error::{AppError, ErrorBody, ValidationBody};
-use crate::extract::{JsonObject, int_param, string_field};
-use crate::list_cache::{Prefix, WHOLE_LIST_LIMIT, WholeList};
-use crate::store::{Item, ItemStore, Page};
-
-/// Largest page a client may ask for.
-pub const MAX_LIMIT: i64 = 1000;
+use crate::http::error::{AppError, ErrorBody, ValidationBody};
+use crate::http::extract::{JsonBody, int_param};
+use crate::http::state::AppState;
+use crate::store::list_cache::Listing;
+use crate::store::{Item, MAX_LIMIT, Page};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,21 +26,66 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Query parameters of the list. Both are optional; unknown parameters are ignored.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, PartialEq, Eq, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documents the parameters; they are parsed by `parse_page`.
 struct ListQuery {
-    /// Return at most this many items (1 to 1000). Without it, the whole list.
-    #[param(minimum = 1, maximum = 1000)]
+    /// Return at most this many items. Without it, the whole list.
+    #[param(schema_with = limit_schema)]
     limit: Option<u32>,
     /// Return only items with an id below this one: pass the last id of the previous page.
     #[param(minimum = 1)]
     before: Option<i64>,
 }
 
+/// `limit` as documented: an integer from 1 to `MAX_LIMIT`.
+fn limit_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+}
+
+impl ListQuery {
+    /// Reads `limit` and `before`, ignoring other parameters (cache busters and the like).
+    /// A repeated parameter counts by its last value, as in FastAPI.
+    fn parse(query: Option<&str>) -> Result<Self, AppError> {
+        let mut parsed = Self::default();
+        let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes());
+        for (name, value) in pairs {
+            match &*name {
+                "limit" => {
+                    let limit = int_param("query", "limit", &value, 1, MAX_LIMIT.into())?;
+                    parsed.limit = Some(u32::try_from(limit).expect("bounded by MAX_LIMIT"));
+                }
+                "before" => {
+                    parsed.before = Some(int_param("query", "before", &value, 1, i64::MAX)?);
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+impl<S: Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Self::parse(parts.uri.query())
+    }
+}
+
+impl From<ListQuery> for Page {
+    fn from(query: ListQuery) -> Self {
+        Self {
+            limit: query.limit,
+            before: query.before,
+        }
+    }
+}
+
 /// The body of a create request; other fields are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // Documents the body; it is parsed by `JsonObject` and `string_field`.
 struct CreateItem {
     /// Surrounding whitespace is removed (as Python's `str.strip()` does); what is left must not
     /// be empty, so the text needs a character that is not whitespace.
@@ -74,45 +115,17 @@ struct CreateItem {
 )]
 async fn list_items(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: ListQuery,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let page = parse_page(query.as_deref())?;
-    let body = match (page.limit, page.before) {
-        // The whole list: kept while it is small enough, else streamed in pages.
-        (None, None) => {
-            let revision = state.store.revision().await?;
-            let read = read_whole_list_start(&*state.store);
-            match state.list_cache.whole_list(revision, read).await? {
-                WholeList::Body(body) => body,
-                WholeList::Stream { json, before } => {
-                    return Ok(stream_list(Arc::clone(&state.store), json, before));
-                }
-            }
-        }
-        (None, Some(before)) => {
-            return Ok(stream_list(
-                Arc::clone(&state.store),
-                b"[".to_vec(),
-                Some(before),
-            ));
-        }
-        // A page: the first ones (what clients poll) are cached; deeper pages vary too much.
-        (Some(_), before) => {
-            let revision = match before {
-                None => state.store.revision().await?,
-                Some(_) => None,
-            };
-            state
-                .list_cache
-                .get_or_build(revision, page.limit, async {
-                    let items = state.store.list(page).await?;
-                    Ok::<_, AppError>(Bytes::from(array_of(&items)))
-                })
-                .await?
+    let json = HeaderValue::from_static("application/json");
+    let body = match state.lists.list(query.into()).await? {
+        Listing::Body(body) => body,
+        Listing::Stream(chunks) => {
+            let body = axum::body::Body::from_stream(chunks);
+            return Ok(([(CONTENT_TYPE, json)], body).into_response());
         }
     };
-    let json = HeaderValue::from_static("application/json");
     // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
     Ok(match body.gzip.filter(|_| accepts_gzip(&headers)) {
@@ -127,121 +140,6 @@ async fn list_items(
             .into_response(),
         None => ([(CONTENT_TYPE, json), vary], body.json).into_response(),
     })
-}
-
-/// Items read per query when the whole list is read or streamed.
-const LIST_CHUNK: u32 = MAX_LIMIT as u32;
-
-/// Appends `items` as elements of a JSON array; `wrote` says whether elements came before (a
-/// comma goes first then) and is set once one is written.
-fn write_elements(json: &mut Vec<u8>, items: &[Item], wrote: &mut bool) {
-    for item in items {
-        if *wrote {
-            json.push(b',');
-        }
-        serde_json::to_writer(&mut *json, item).expect("integers and strings always serialize");
-        *wrote = true;
-    }
-}
-
-/// `items` as a JSON array, byte for byte what serializing the `Vec` gives.
-fn array_of(items: &[Item]) -> Vec<u8> {
-    let mut json = Vec::with_capacity(64 + items.len() * 96);
-    json.push(b'[');
-    write_elements(&mut json, items, &mut false);
-    json.push(b']');
-    json
-}
-
-/// The start of the whole list, newest first: all of it, or as much as passes
-/// `WHOLE_LIST_LIMIT` bytes.
-async fn read_whole_list_start(store: &dyn ItemStore) -> Result<Prefix, AppError> {
-    let mut json = b"[".to_vec();
-    let mut wrote = false;
-    let mut before = None;
-    loop {
-        let items = store
-            .list(Page {
-                limit: Some(LIST_CHUNK),
-                before,
-            })
-            .await?;
-        write_elements(&mut json, &items, &mut wrote);
-        match items.last() {
-            Some(last) if items.len() == LIST_CHUNK as usize => {
-                before = Some(last.id);
-                if json.len() > WHOLE_LIST_LIMIT {
-                    return Ok(Prefix::Partial {
-                        json,
-                        before: last.id,
-                    });
-                }
-            }
-            _ => {
-                json.push(b']');
-                return Ok(Prefix::Complete(Bytes::from(json)));
-            }
-        }
-    }
-}
-
-/// A list sent as it is read, a page of items at a time: `json` (an unclosed array, possibly
-/// with items), then every item below `before`. Memory stays at one page whatever the list's
-/// size. Pages are read one after another, not in one snapshot: items added meanwhile are newer
-/// than the first page and not included; one deleted meanwhile may or may not be. A storage error
-/// mid-way ends the connection before the closing bracket, so the client sees an incomplete
-/// response, never a short valid list.
-fn stream_list(store: Arc<dyn ItemStore>, json: Vec<u8>, before: Option<i64>) -> Response {
-    struct Reading {
-        store: Arc<dyn ItemStore>,
-        pending: Vec<u8>,
-        wrote: bool,
-        before: Option<i64>,
-        done: bool,
-    }
-    let start = Reading {
-        store,
-        // `json` is `[` and the elements written so far.
-        wrote: json.len() > 1,
-        pending: json,
-        before,
-        done: false,
-    };
-    let pages = futures_util::stream::unfold(start, |mut reading| async move {
-        if reading.done {
-            return None;
-        }
-        let page = Page {
-            limit: Some(LIST_CHUNK),
-            before: reading.before,
-        };
-        let mut chunk = std::mem::take(&mut reading.pending);
-        match reading.store.list(page).await {
-            Ok(items) => {
-                write_elements(&mut chunk, &items, &mut reading.wrote);
-                match items.last() {
-                    Some(last) if items.len() == LIST_CHUNK as usize => {
-                        reading.before = Some(last.id);
-                    }
-                    _ => {
-                        chunk.push(b']');
-                        reading.done = true;
-                    }
-                }
-                Some((Ok(Bytes::from(chunk)), reading))
-            }
-            Err(error) => {
-                tracing::warn!(error = %crate::store::error_chain(&error), "a streamed list broke off");
-                reading.done = true;
-                Some((Err(error), reading))
-            }
-        }
-    });
-    (
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        axum::body::Body::from_stream(pages),
-    )
-        .into_response()
 }
 
 /// Whether `Accept-Encoding` allows gzip (named, or `*`, without `q=0`).
@@ -285,10 +183,10 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 )]
 async fn create_item(
     State(state): State<AppState>,
-    JsonObject(body): JsonObject,
+    JsonBody(body): JsonBody<CreateItem>,
 ) -> Result<Response, AppError> {
-    let raw = string_field(&body, "text")?;
-    let text = ItemText::parse(&raw).map_err(|error| AppError::BadRequest(error.to_string()))?;
+    let text =
+        ItemText::parse(&body.text).map_err(|error| AppError::BadRequest(error.to_string()))?;
     let item = state.store.create(text).await?;
     let location = HeaderValue::from_str(&format!("/api/items/{}", item.id))
         .expect("a path made of digits is a valid header value");
@@ -348,24 +246,6 @@ fn item_id(raw: &str) -> Result<i64, AppError> {
     int_param("path", "id", raw, i64::MIN, i64::MAX)
 }
 
-/// Reads `limit` and `before`; other parameters (cache busters and the like) are ignored.
-/// A repeated parameter counts by its last value, as in FastAPI.
-fn parse_page(query: Option<&str>) -> Result<Page, AppError> {
-    let mut page = Page::default();
-    let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes());
-    for (name, value) in pairs {
-        match &*name {
-            "limit" => {
-                let limit = int_param("query", "limit", &value, 1, MAX_LIMIT)?;
-                page.limit = Some(u32::try_from(limit).expect("bounded by MAX_LIMIT"));
-            }
-            "before" => page.before = Some(int_param("query", "before", &value, 1, i64::MAX)?),
-            _ => {}
-        }
-    }
-    Ok(page)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,9 +253,10 @@ mod tests {
     /// The documented pattern for `text`, from the OpenAPI document.
     fn documented_text_pattern() -> String {
         use utoipa::OpenApi;
-        let (_, spec) = OpenApiRouter::<AppState>::with_openapi(crate::openapi::ApiDoc::openapi())
-            .merge(router())
-            .split_for_parts();
+        let (_, spec) =
+            OpenApiRouter::<AppState>::with_openapi(crate::http::openapi::ApiDoc::openapi())
+                .merge(router())
+                .split_for_parts();
         let spec = serde_json::to_value(spec).unwrap();
         spec["components"]["schemas"]["CreateItem"]["properties"]["text"]["pattern"]
             .as_str()
@@ -440,16 +321,16 @@ mod tests {
 
     #[test]
     fn no_query_means_the_whole_list() {
-        assert_eq!(parse_page(None).unwrap(), Page::default());
-        assert_eq!(parse_page(Some("")).unwrap(), Page::default());
+        assert_eq!(ListQuery::parse(None).unwrap(), ListQuery::default());
+        assert_eq!(ListQuery::parse(Some("")).unwrap(), ListQuery::default());
     }
 
     #[test]
     fn limit_and_before_are_read_and_unknown_parameters_ignored() {
-        let page = parse_page(Some("_=1700000000&limit=5&before=10&x")).unwrap();
+        let query = ListQuery::parse(Some("_=1700000000&limit=5&before=10&x")).unwrap();
         assert_eq!(
-            page,
-            Page {
+            query,
+            ListQuery {
                 limit: Some(5),
                 before: Some(10)
             }
@@ -458,7 +339,10 @@ mod tests {
 
     #[test]
     fn the_last_of_repeated_parameters_wins() {
-        assert_eq!(parse_page(Some("limit=5&limit=7")).unwrap().limit, Some(7));
+        assert_eq!(
+            ListQuery::parse(Some("limit=5&limit=7")).unwrap().limit,
+            Some(7)
+        );
     }
 
     #[test]
@@ -473,7 +357,7 @@ mod tests {
             "limit=1.5",
         ] {
             assert!(
-                matches!(parse_page(Some(query)), Err(AppError::Validation(_))),
+                matches!(ListQuery::parse(Some(query)), Err(AppError::Validation(_))),
                 "{query}"
             );
         }

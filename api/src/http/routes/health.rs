@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::http::state::AppState;
 use crate::store::DatabaseStatus;
 
 pub fn router() -> OpenApiRouter<AppState> {

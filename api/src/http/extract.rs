@@ -2,23 +2,25 @@
 //! `{type, loc, msg, input}`, never a 500, whatever the body, its encoding or its content type.
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use super::error::{AppError, FieldError};
+use super::state::AppState;
 
-use crate::app::AppState;
-use crate::error::{AppError, FieldError};
+/// A JSON body parsed into `T` (the type the OpenAPI document describes). `Content-Type` absent
+/// or JSON (`application/json`, `application/*+json`, any parameters such as `charset=utf-8`),
+/// at most `MAX_BODY_BYTES`, valid UTF-8 JSON, an object with `T`'s fields.
+pub struct JsonBody<T>(pub T);
 
-/// A JSON object body: `Content-Type` absent or JSON (`application/json`, `application/*+json`,
-/// any parameters such as `charset=utf-8`), at most `MAX_BODY_BYTES`, valid UTF-8 JSON.
-pub struct JsonObject(pub Map<String, Value>);
-
-impl FromRequest<AppState> for JsonObject {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limits = state.body_limits;
         let content_type = request
             .headers()
             .get(CONTENT_TYPE)
@@ -30,33 +32,32 @@ impl FromRequest<AppState> for JsonObject {
             .get(CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > state.max_body_bytes as u64) {
-            return Err(AppError::PayloadTooLarge {
-                limit: state.max_body_bytes,
-            });
+        let too_large = AppError::PayloadTooLarge {
+            limit: limits.max_bytes,
+        };
+        if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+            return Err(too_large);
         }
-        let body = tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state))
+        let body = tokio::time::timeout(limits.timeout, Bytes::from_request(request, state))
             .await
             .map_err(|_| AppError::BodyTimeout {
-                seconds: state.body_timeout.as_secs(),
+                seconds: limits.timeout.as_secs(),
             })?
             .map_err(|rejection| match rejection {
                 BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
-                    AppError::PayloadTooLarge {
-                        limit: state.max_body_bytes,
-                    }
+                    too_large
                 }
                 _ => AppError::BodyUnreadable,
             })?;
-        parse_object(content_type.as_deref(), &body).map(Self)
+        parse_body(content_type.as_deref(), &body).map(Self)
     }
 }
 
-/// The decision FastAPI makes for a body parameter, as a pure function.
-pub fn parse_object(
+/// The decision FastAPI makes for a body parameter of model `T`, as a pure function.
+pub fn parse_body<T: DeserializeOwned>(
     content_type: Option<&str>,
     body: &[u8],
-) -> Result<Map<String, Value>, AppError> {
+) -> Result<T, AppError> {
     if body.is_empty() {
         return Err(AppError::validation(FieldError::new(
             "missing",
@@ -76,6 +77,8 @@ pub fn parse_object(
             .with_ctx(json!({"expected": "application/json"})),
         ));
     }
+    // Read as a JSON value first, as Python's `json.loads` does: a repeated key counts by its last
+    // value, and the offending input of an error can be quoted back.
     let value: Value = serde_json::from_slice(body).map_err(|error| {
         AppError::Validation(vec![FieldError {
             kind: "json_invalid",
@@ -85,15 +88,52 @@ pub fn parse_object(
             ctx: Some(json!({"error": error.to_string()})),
         }])
     })?;
-    match value {
-        Value::Object(object) => Ok(object),
-        other => Err(AppError::validation(FieldError::new(
+    // A struct also deserializes from an array of its fields; a model only from an object.
+    if !value.is_object() {
+        return Err(AppError::validation(FieldError::new(
             "model_attributes_type",
             &["body"],
             "Input should be a valid dictionary or object to extract fields from",
-            other,
-        ))),
+            value,
+        )));
     }
+    serde_path_to_error::deserialize(&value)
+        .map_err(|error| AppError::validation(field_error(&value, &error)))
+}
+
+/// A deserialization error of a field as pydantic reports it: `loc` from the path that
+/// `serde_path_to_error` recorded, `input` the value found there.
+fn field_error(body: &Value, error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let mut loc = vec![Value::from("body")];
+    let mut found = Some(body);
+    for segment in error.path().iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => {
+                loc.push(Value::from(*index));
+                found = found.and_then(|value| value.get(index));
+            }
+            serde_path_to_error::Segment::Map { key } => {
+                loc.push(Value::from(key.as_str()));
+                found = found.and_then(|value| value.get(key));
+            }
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let input = found.cloned().unwrap_or(Value::Null);
+    // serde words these two errors the same way for every type (`de::Error::missing_field` and
+    // `invalid_type`); anything else is reported with serde's own message.
+    let message = error.inner().to_string();
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        loc.push(Value::from(field));
+        return FieldError::at("missing", loc, "Field required", input);
+    }
+    if message.starts_with("invalid type:") && message.ends_with("expected a string") {
+        return FieldError::at("string_type", loc, "Input should be a valid string", input);
+    }
+    FieldError::at("value_error", loc, message, input)
 }
 
 /// Byte offset of a JSON syntax error, as FastAPI puts it in `loc`.
@@ -121,25 +161,6 @@ fn is_json(content_type: &str) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// A required string field of a JSON object, with pydantic's errors when absent or not a string.
-pub fn string_field(object: &Map<String, Value>, name: &str) -> Result<String, AppError> {
-    match object.get(name) {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(other) => Err(AppError::validation(FieldError::new(
-            "string_type",
-            &["body", name],
-            "Input should be a valid string",
-            other.clone(),
-        ))),
-        None => Err(AppError::validation(FieldError::new(
-            "missing",
-            &["body", name],
-            "Field required",
-            Value::Object(object.clone()),
-        ))),
-    }
 }
 
 /// An integer parameter (query or path) with bounds, reported like FastAPI does.
@@ -188,6 +209,15 @@ pub fn int_param(
 mod tests {
     use super::*;
 
+    #[derive(Debug, serde::Deserialize)]
+    struct Model {
+        text: String,
+    }
+
+    fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Model, AppError> {
+        parse_body(content_type, body)
+    }
+
     fn first_error(result: Result<impl std::fmt::Debug, AppError>) -> FieldError {
         match result {
             Err(AppError::Validation(errors)) => errors[0].clone(),
@@ -204,7 +234,7 @@ mod tests {
             Some("application/merge-patch+json"),
         ] {
             assert!(
-                parse_object(content_type, br#"{"text":"a"}"#).is_ok(),
+                parse(content_type, br#"{"text":"a"}"#).is_ok(),
                 "{content_type:?}"
             );
         }
@@ -212,24 +242,21 @@ mod tests {
 
     #[test]
     fn refuses_other_content_types_with_a_422() {
-        let error = first_error(parse_object(Some("text/plain"), br#"{"text":"a"}"#));
+        let error = first_error(parse(Some("text/plain"), br#"{"text":"a"}"#));
         assert_eq!(error.kind, "content_type");
-        let error = first_error(parse_object(
-            Some("application/x-www-form-urlencoded"),
-            b"text=a",
-        ));
+        let error = first_error(parse(Some("application/x-www-form-urlencoded"), b"text=a"));
         assert_eq!(error.kind, "content_type");
     }
 
     #[test]
     fn an_empty_body_is_a_missing_body() {
-        let error = first_error(parse_object(Some("application/json"), b""));
+        let error = first_error(parse(Some("application/json"), b""));
         assert_eq!((error.kind, error.loc), ("missing", vec![json!("body")]));
     }
 
     #[test]
     fn malformed_json_reports_its_offset() {
-        let error = first_error(parse_object(None, b"{\"text\": }"));
+        let error = first_error(parse(None, b"{\"text\": }"));
         assert_eq!(error.kind, "json_invalid");
         assert_eq!(error.loc, vec![json!("body"), json!(9)]);
     }
@@ -237,43 +264,60 @@ mod tests {
     #[test]
     fn invalid_utf8_and_lone_surrogates_are_json_errors() {
         assert_eq!(
-            first_error(parse_object(None, b"{\"text\":\"\xff\"}")).kind,
+            first_error(parse(None, b"{\"text\":\"\xff\"}")).kind,
             "json_invalid"
         );
         assert_eq!(
-            first_error(parse_object(None, br#"{"text":"\ud800"}"#)).kind,
+            first_error(parse(None, br#"{"text":"\ud800"}"#)).kind,
             "json_invalid"
         );
         assert_eq!(
-            first_error(parse_object(None, br#"{"text":"\udc00x"}"#)).kind,
+            first_error(parse(None, br#"{"text":"\udc00x"}"#)).kind,
             "json_invalid"
         );
     }
 
     #[test]
     fn a_valid_surrogate_pair_is_one_character() {
-        let object = parse_object(None, br#"{"text":"\ud83d\ude00"}"#).unwrap();
-        assert_eq!(string_field(&object, "text").unwrap(), "\u{1f600}");
+        let model = parse(None, br#"{"text":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(model.text, "\u{1f600}");
     }
 
     #[test]
-    fn non_objects_are_refused() {
-        for body in [&b"[]"[..], b"\"text\"", b"42", b"null"] {
-            assert_eq!(
-                first_error(parse_object(None, body)).kind,
-                "model_attributes_type"
-            );
+    fn non_objects_are_refused_even_an_array_of_the_fields() {
+        for body in [&b"[]"[..], b"[\"text\"]", b"\"text\"", b"42", b"null"] {
+            let error = first_error(parse(None, body));
+            assert_eq!(error.kind, "model_attributes_type");
+            assert_eq!(error.input, serde_json::from_slice::<Value>(body).unwrap());
         }
     }
 
     #[test]
-    fn string_field_reports_missing_and_wrong_types() {
-        let object = parse_object(None, br#"{"text": 5, "other": true}"#).unwrap();
-        let error = first_error(string_field(&object, "text"));
-        assert_eq!((error.kind, error.input), ("string_type", json!(5)));
-        let error = first_error(string_field(&object, "absent"));
+    fn a_field_of_the_wrong_type_is_quoted_back_at_its_path() {
+        let error = first_error(parse(None, br#"{"text": 5, "other": true}"#));
+        assert_eq!(error.kind, "string_type");
+        assert_eq!(error.loc, vec![json!("body"), json!("text")]);
+        assert_eq!(error.input, json!(5));
+    }
+
+    #[test]
+    fn a_missing_field_quotes_the_whole_object() {
+        let error = first_error(parse(None, br#"{"other": true}"#));
         assert_eq!(error.kind, "missing");
-        assert_eq!(error.loc, vec![json!("body"), json!("absent")]);
+        assert_eq!(error.loc, vec![json!("body"), json!("text")]);
+        assert_eq!(error.input, json!({"other": true}));
+    }
+
+    #[test]
+    fn a_repeated_key_counts_by_its_last_value() {
+        assert_eq!(
+            parse(None, br#"{"text":"a","text":"b"}"#).unwrap().text,
+            "b"
+        );
+        assert_eq!(
+            first_error(parse(None, br#"{"text":"a","text":1}"#)).kind,
+            "string_type"
+        );
     }
 
     #[test]

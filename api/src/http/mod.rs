@@ -1,9 +1,16 @@
-//! `app()`: every route and middleware layer of the service, in one place.
+//! The HTTP side: `app()` (every route and middleware layer, in one place), the handlers, request
+//! parsing, errors, the OpenAPI document and the accept loop.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod static_files;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
@@ -20,81 +27,32 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::{AppEnv, Config};
-use crate::error::{canonical_reason, detail_response};
-use crate::list_cache::ListCache;
-use crate::openapi::{ApiDoc, docs_router};
-use crate::store::ItemStore;
-use crate::telemetry::ErrorCause;
-use crate::{routes, static_files, telemetry};
+use crate::ops::telemetry::{self, ErrorCause};
+use error::{canonical_reason, detail_response};
+use openapi::{ApiDoc, docs_router};
+pub use state::{AppState, BodyLimits, ServiceInfo};
 
-/// What handlers share. Cheap to clone: everything is behind an `Arc`.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn ItemStore>,
-    pub list_cache: Arc<ListCache>,
-    pub info: Arc<ServiceInfo>,
-    pub max_body_bytes: usize,
+/// Settings that shape the router and nothing else.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// A request that takes longer gets a 503.
     pub request_timeout: Duration,
-    /// How long a request body may take to arrive (408 after that).
-    pub body_timeout: Duration,
-    pub static_dir: Option<Arc<PathBuf>>,
-}
-
-/// Facts about this process, reported by `/api/health`.
-#[derive(Debug)]
-pub struct ServiceInfo {
-    pub version: String,
-    pub build_date: String,
-    pub vcs_ref: String,
-    pub hostname: String,
-    pub environment: String,
-    pub started: Instant,
-    /// Set when a stop was requested: readiness then fails, so load balancers stop sending
-    /// requests while the ones already on their way are still served.
-    pub stopping: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(store: Arc<dyn ItemStore>, config: &Config) -> Self {
-        let info = ServiceInfo {
-            version: config.build_version.clone(),
-            build_date: config.build_date.clone(),
-            vcs_ref: config.vcs_ref.clone(),
-            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-            environment: match config.app_env {
-                AppEnv::Development => "development",
-                AppEnv::Production => "production",
-            }
-            .to_owned(),
-            started: Instant::now(),
-            stopping: AtomicBool::new(false),
-        };
-        Self {
-            store,
-            list_cache: Arc::default(),
-            info: Arc::new(info),
-            max_body_bytes: config.max_body_bytes(),
-            request_timeout: config.request_timeout(),
-            body_timeout: config.body_timeout(),
-            static_dir: config.static_dir().cloned().map(Arc::new),
-        }
-    }
+    /// Serve the web page from here, for paths that are not API routes.
+    pub static_dir: Option<PathBuf>,
 }
 
 /// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
 /// request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState, options: RouterOptions) -> Router {
     let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts();
     let mut router = api.merge(docs_router(spec, &state.info.version));
-    if let Some(dir) = &state.static_dir {
+    if let Some(dir) = &options.static_dir {
         router = router.fallback_service(static_files::router(dir));
     }
-    let request_timeout = state.request_timeout;
     router
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.body_limits.max_bytes))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -109,7 +67,7 @@ pub fn app(state: AppState) -> Router {
                 .map_response(json_errors)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
+                    options.request_timeout,
                 ))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )

@@ -1,6 +1,8 @@
 //! The web page from `STATIC_DIR`, so one process can serve the whole app (`cargo run --release`).
 //!
-//! The same files are served by Nginx in the container setup; the headers here mirror its policy.
+//! In the container setup Nginx serves these files instead, with its own headers. The ones here
+//! are the baseline for a page served without it: revalidation, a strict Content-Security-Policy,
+//! `nosniff` and no referrer.
 
 use std::path::Path;
 

@@ -1,0 +1,51 @@
+//! `AppState`: what every handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::store::ItemStore;
+use crate::store::list_cache::CachedLists;
+
+/// Cheap to clone: everything is behind an `Arc` or `Copy`.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ItemStore>,
+    /// The list, read through its cache.
+    pub lists: Arc<CachedLists>,
+    pub info: Arc<ServiceInfo>,
+    pub body_limits: BodyLimits,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn ItemStore>, info: ServiceInfo, body_limits: BodyLimits) -> Self {
+        Self {
+            lists: Arc::new(CachedLists::new(Arc::clone(&store))),
+            store,
+            info: Arc::new(info),
+            body_limits,
+        }
+    }
+}
+
+/// What a request body may be; the body extractor answers 413 and 408 by these.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// How long the body may take to arrive.
+    pub timeout: Duration,
+}
+
+/// Facts about this process, reported by `/api/health`.
+#[derive(Debug)]
+pub struct ServiceInfo {
+    pub version: String,
+    pub build_date: String,
+    pub vcs_ref: String,
+    pub hostname: String,
+    pub environment: String,
+    pub started: Instant,
+    /// Set when a stop was requested: readiness then fails, so load balancers stop sending
+    /// requests while the ones already on their way are still served.
+    pub stopping: AtomicBool,
+}

@@ -1,0 +1,8 @@
+//! What running the service needs besides answering requests.
+
+/// The container health-check client (`items-api healthcheck`).
+pub mod healthcheck;
+/// Batched, non-blocking log output.
+pub mod log_writer;
+/// Logging setup and the access log.
+pub mod telemetry;
