@@ -7,7 +7,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,23 +28,43 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Query parameters of the list. Both are optional; unknown parameters are ignored.
-#[derive(Debug, Default, PartialEq, Eq, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct ListQuery {
-    /// Return at most this many items. Without it, the whole list.
-    #[param(schema_with = limit_schema)]
     limit: Option<u32>,
-    /// Return only items with an id below this one: pass the last id of the previous page.
-    #[param(minimum = 1)]
     before: Option<i64>,
 }
 
-/// `limit` as documented: an integer from 1 to `MAX_LIMIT`.
-fn limit_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(1))
-        .maximum(Some(MAX_LIMIT))
+/// Written out rather than derived, so that the documented bounds are the ones `parse` applies.
+impl IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let optional = |name: &str, description: &str, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let integer = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+        };
+        vec![
+            optional(
+                "limit",
+                "Return at most this many items. Without it, the whole list.",
+                integer().maximum(Some(MAX_LIMIT)),
+            ),
+            optional(
+                "before",
+                "Return only items with an id below this one: pass the last id of the previous \
+                 page.",
+                integer().format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+            ),
+        ]
+    }
 }
 
 impl ListQuery {
@@ -250,18 +272,37 @@ fn item_id(raw: &str) -> Result<i64, AppError> {
 mod tests {
     use super::*;
 
-    /// The documented pattern for `text`, from the OpenAPI document.
-    fn documented_text_pattern() -> String {
+    /// The OpenAPI document of these routes.
+    fn documented() -> serde_json::Value {
         use utoipa::OpenApi;
         let (_, spec) =
             OpenApiRouter::<AppState>::with_openapi(crate::http::openapi::ApiDoc::openapi())
                 .merge(router())
                 .split_for_parts();
-        let spec = serde_json::to_value(spec).unwrap();
-        spec["components"]["schemas"]["CreateItem"]["properties"]["text"]["pattern"]
+        serde_json::to_value(spec).unwrap()
+    }
+
+    /// The documented pattern for `text`.
+    fn documented_text_pattern() -> String {
+        documented()["components"]["schemas"]["CreateItem"]["properties"]["text"]["pattern"]
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    #[test]
+    fn the_documented_page_sizes_are_the_accepted_ones() {
+        let spec = documented();
+        let limit = &spec["paths"]["/api/items"]["get"]["parameters"][0];
+        assert_eq!(limit["name"], "limit");
+        let minimum = limit["schema"]["minimum"].as_u64().unwrap();
+        let maximum = limit["schema"]["maximum"].as_u64().unwrap();
+        for accepted in [minimum, maximum] {
+            assert!(ListQuery::parse(Some(&format!("limit={accepted}"))).is_ok());
+        }
+        for refused in [minimum - 1, maximum + 1] {
+            assert!(ListQuery::parse(Some(&format!("limit={refused}"))).is_err());
+        }
     }
 
     #[test]
