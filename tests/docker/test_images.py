@@ -33,7 +33,7 @@ def edited_build(built_images, project, repo, docker_logs):
         shutil.copytree(repo / "api", context / "api", ignore=shutil.ignore_patterns("target"))
         for name in ("static", "templates"):
             shutil.copytree(repo / "web" / name, context / "web" / name)
-        handler = context / "api" / "src" / "routes" / "items.rs"
+        handler = context / "api" / "src" / "http" / "routes" / "items.rs"
         # A code change, not a comment: a new public function must be compiled and linked.
         with open(handler, "a") as source:
             source.write(f'\n#[doc(hidden)]\npub fn rebuild_marker() -> &\'static str {{\n    "{project.name}"\n}}\n')

@@ -1,4 +1,4 @@
-"""The README's "Scaling out" move, for real: the default stack's SQLite volume with items, moved
+"""The "Scaling out" move of docs/docker.md, for real: the default stack's SQLite volume with items, moved
 into the Postgres stack with `items-api transfer`, then served by three replicas unchanged; and the
 way back to SQLite."""
 
@@ -10,7 +10,7 @@ from support import http
 from support.compose import inspect
 from support.stack import POSTGRES, SQLITE, add_item, up
 
-# As in the README: the API's own settings supply the password (DATABASE_PASSWORD_FILE).
+# As in docs/docker.md: the API's own settings supply the password (DATABASE_PASSWORD_FILE).
 TRANSFER = ["run", "--rm", "--no-deps", "-e", "TRANSFER_FROM=/data/app.db",
             "-e", "TRANSFER_TO=postgres://items@postgres:5432/items?sslmode=disable"]
 
@@ -33,7 +33,7 @@ def on_sqlite(project, built_images):
 
 @pytest.fixture(scope="module")
 def moved(project, on_sqlite, figure):
-    # The README's steps: stop the SQLite API, start Postgres, transfer, start the rest.
+    # The steps of docs/docker.md: stop the SQLite API, start Postgres, transfer, start the rest.
     project("stop", "api", files=SQLITE.files, log="move.log")
     project.files = POSTGRES.files
     project("up", "-d", "--wait", "postgres", log="move.log")

@@ -1,5 +1,5 @@
 """Items live in the named volume: they survive a restart of the API container, `down` and `up`,
-and a backup/restore with the README's commands; `down -v` removes them."""
+and a backup/restore with the commands of docs/docker.md; `down -v` removes them."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_the_backup_copied_out_of_the_volume_is_not_empty(backup):
 @pytest.fixture(scope="module")
 def restored(stack, backup):
     """An item added after the backup, then `items-api restore` of the backup with the API
-    stopped (the README's procedure)."""
+    stopped (the procedure in docs/docker.md)."""
     added_after = add_item(stack.web_url, f"added after the backup {stack.name}")
     stack("stop", "api", log="restore.log")
     stack("cp", str(backup), "api:/data/restore.db", log="restore.log")

@@ -1,12 +1,12 @@
 //! A log writer that never makes a system call on the request path.
 //!
 //! Each log line is appended to a shared buffer; a background thread writes the buffer out every
-//! few milliseconds (or sooner when it fills), so thousands of lines cost one `write(2)`. Writing
-//! one line per request synchronously cost about a fifth of the service's throughput, and a
-//! writer thread woken per line (tracing-appender) costs a wake-up per line instead.
+//! few milliseconds (or sooner when it fills), so thousands of lines cost one `write(2)`. A
+//! channel to a writer thread (tracing-appender) costs more per line: see `docs/benchmarks.md`.
 //!
-//! Lines reach stdout at most `FLUSH_INTERVAL` late. The buffer is bounded: if stdout stalls,
-//! logging waits instead of growing memory. Dropping the guard flushes everything.
+//! Lines reach the output at most `FLUSH_INTERVAL` late. The buffer is bounded: if the output
+//! stalls, logging waits instead of growing memory. Dropping the guard flushes everything; lines
+//! logged after that are written to the output directly.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -18,8 +18,10 @@ use tracing_subscriber::fmt::MakeWriter;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Wake the flusher early past this much pending output.
 const HIGH_WATER: usize = 256 * 1024;
-/// Make loggers wait past this much pending output (stdout is not keeping up).
+/// Make loggers wait past this much pending output (the output is not keeping up).
 const LIMIT: usize = 8 * 1024 * 1024;
+
+type Output = Box<dyn Write + Send>;
 
 struct Shared {
     state: Mutex<State>,
@@ -32,6 +34,8 @@ struct Shared {
 struct State {
     buffer: Vec<u8>,
     closed: bool,
+    /// The output, once no flusher owns it (closed, or no thread could be started).
+    direct: Option<Output>,
 }
 
 impl Shared {
@@ -58,6 +62,8 @@ pub fn batched<W: Write + Send + 'static>(output: W) -> (BatchedWriter, FlushGua
         state: Mutex::new(State {
             buffer: Vec::with_capacity(64 * 1024),
             closed: false,
+            // Until the flusher takes it over (and for good, if no thread can be started).
+            direct: Some(Box::new(output)),
         }),
         pending: Condvar::new(),
         drained: Condvar::new(),
@@ -65,12 +71,8 @@ pub fn batched<W: Write + Send + 'static>(output: W) -> (BatchedWriter, FlushGua
     let flusher = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || flush_loop(&flusher, output))
+        .spawn(move || flush_loop(&flusher))
         .ok();
-    if thread.is_none() {
-        // Without a flusher nobody would drain the buffer: write through instead.
-        shared.lock().closed = true;
-    }
     (
         BatchedWriter {
             shared: Arc::clone(&shared),
@@ -79,10 +81,13 @@ pub fn batched<W: Write + Send + 'static>(output: W) -> (BatchedWriter, FlushGua
     )
 }
 
-fn flush_loop<W: Write>(shared: &Shared, mut output: W) {
+fn flush_loop(shared: &Shared) {
+    let Some(mut output) = shared.lock().direct.take() else {
+        return;
+    };
     let mut outgoing = Vec::with_capacity(64 * 1024);
     loop {
-        let closed = {
+        {
             let mut state = shared.lock();
             if !state.closed && state.buffer.len() < HIGH_WATER {
                 state = shared
@@ -92,28 +97,29 @@ fn flush_loop<W: Write>(shared: &Shared, mut output: W) {
                     .0;
             }
             std::mem::swap(&mut state.buffer, &mut outgoing);
-            state.closed
-        };
+            if state.closed {
+                // Later lines go straight to the output, after everything buffered before them.
+                write_out(&mut output, &outgoing);
+                state.direct = Some(output);
+                return;
+            }
+        }
         shared.drained.notify_all();
-        if !outgoing.is_empty() {
-            // A failed write (closed stdout) must not take the service down; the lines are lost.
-            let _ = output.write_all(&outgoing).and_then(|()| output.flush());
-            outgoing.clear();
-        }
-        if closed {
-            return;
-        }
+        write_out(&mut output, &outgoing);
+        outgoing.clear();
+    }
+}
+
+/// A failed write (closed stdout) must not take the service down; the lines are lost.
+fn write_out(output: &mut Output, bytes: &[u8]) {
+    if !bytes.is_empty() {
+        let _ = output.write_all(bytes).and_then(|()| output.flush());
     }
 }
 
 impl Write for &BatchedWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.lock();
-        if state.closed {
-            drop(state);
-            // After shutdown (or without a flusher thread), write straight through.
-            return std::io::stdout().write(bytes);
-        }
         while state.buffer.len() > LIMIT && !state.closed {
             self.shared.pending.notify_one();
             state = self
@@ -121,6 +127,10 @@ impl Write for &BatchedWriter {
                 .drained
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(output) = state.direct.as_mut() {
+            write_out(output, bytes);
+            return Ok(bytes.len());
         }
         state.buffer.extend_from_slice(bytes);
         if state.buffer.len() >= HIGH_WATER {
@@ -218,6 +228,15 @@ mod tests {
         (&writer).write_all(b"last words\n").unwrap();
         drop(guard);
         assert_eq!(&*sink.0.lock().unwrap(), b"last words\n");
+    }
+
+    #[test]
+    fn lines_after_the_guard_is_dropped_still_reach_the_output() {
+        let sink = Sink::default();
+        let (writer, guard) = batched(sink.clone());
+        drop(guard);
+        (&writer).write_all(b"after the end\n").unwrap();
+        assert_eq!(&*sink.0.lock().unwrap(), b"after the end\n");
     }
 
     #[test]

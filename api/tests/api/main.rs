@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod helpers;
 mod items;
+mod logs;
 mod persistence;
 mod postgres;
 mod postgres_support;
