@@ -11,12 +11,16 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def run(api, scratch: Path):
+def run(api, api_database, scratch: Path, artifacts: Path):
     schemathesis = Path(sys.executable).with_name("schemathesis")
     assert schemathesis.exists(), "schemathesis is missing: scripts/venv installs it"
+    # Every request and response, to see what went wrong after a failure.
+    har = artifacts / "reliability" / f"schemathesis-{api_database.backend}.har"
+    har.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         [str(schemathesis), "run", f"{api.url}/api/openapi.json", "--checks", "all",
-         "--max-examples", "60", "--seed", "20261201", "--no-color"],
+         "--max-examples", "60", "--seed", "20261201", "--no-color",
+         "--report", "har", "--report-har-path", str(har)],
         capture_output=True, text=True, timeout=600, cwd=scratch,
     )
 
