@@ -98,6 +98,10 @@ class Browser:
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
         )
 
+    def touch(self, enabled: bool) -> None:
+        """A touch screen as the primary pointer (`pointer: coarse`), or back to none."""
+        self.driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": enabled, "maxTouchPoints": 5})
+
     def color_scheme(self, scheme: str) -> None:
         self.driver.execute_cdp_cmd(
             "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}

@@ -382,7 +382,53 @@ def test_prefers_color_scheme_dark_changes_the_colours(reloaded):
 
 
 @pytest.fixture(scope="module")
-def outage(browser, api, reloaded):
+def live(browser, site, reloaded):
+    """Another client adds and deletes while the page is open and the user is typing."""
+    field = browser.by_id("item-text")
+    field.click()
+    field.send_keys("half typed")
+    started = time.monotonic()
+    other = site.call("POST", "/api/items", {"text": "Added in another tab"}).json()
+    browser.wait("the other tab's item", lambda: texts(browser)[0] == "Added in another tab", timeout=10)
+    seen: dict[str, Any] = {"appeared_s": time.monotonic() - started, "announced": browser.by_id("announcer").text,
+                            "focus": browser.active_id(), "typed": field.get_attribute("value")}
+    started = time.monotonic()
+    assert site.call("DELETE", f"/api/items/{other['id']}").status == 204
+    browser.wait("the other tab's delete", lambda: other["id"] not in ids(browser), timeout=10)
+    seen["gone_s"] = time.monotonic() - started
+    seen["top"] = texts(browser)[0]
+    # With nothing changing, the checks that follow are answered 304 without a body.
+    time.sleep(7)
+    seen["not_modified"] = browser.js(
+        "return performance.getEntriesByType('resource')"
+        ".filter((e) => e.name.includes('/api/items?limit=') && e.responseStatus === 304).length;")
+    field.clear()
+    browser.collect("live")
+    return seen
+
+
+def test_an_item_added_elsewhere_appears_without_a_reload(live):
+    assert live["appeared_s"] < 5
+
+
+def test_an_item_added_elsewhere_is_announced(live):
+    assert live["announced"] == "1 item added by someone else."
+
+
+def test_a_change_elsewhere_leaves_the_users_typing_alone(live):
+    assert (live["focus"], live["typed"]) == ("item-text", "half typed")
+
+
+def test_an_item_deleted_elsewhere_leaves_without_a_reload(live):
+    assert live["gone_s"] < 5 and live["top"] == XSS_TEXT
+
+
+def test_an_unchanged_list_is_checked_with_304s(live):
+    assert live["not_modified"] >= 1
+
+
+@pytest.fixture(scope="module")
+def outage(browser, api, live):
     api.stop()
     browser.by_id("item-text").send_keys("Water the plants", Keys.ENTER)
     browser.wait("the unavailable banner", lambda: browser.by_id("banner").is_displayed())
@@ -459,13 +505,112 @@ def test_delete_is_a_comfortable_tap_target(phone):
     assert phone["tap"] >= 40
 
 
-def test_zero_unexpected_console_errors_in_the_whole_run(browser, phone):
+@pytest.fixture(scope="module")
+def touch(browser, phone):
+    """A touch screen: no focus on load (the keyboard would cover the list), no hover looks."""
+    browser.touch(True)
+    browser.reload("phone")
+    wait_list_ready(browser)
+    seen = {
+        "coarse": browser.js("return matchMedia('(pointer: coarse)').matches;"),
+        "focus": browser.active_id(),
+        "enterkeyhint": browser.by_id("item-text").get_attribute("enterkeyhint"),
+        # :hover rules outside an @media (hover: hover) block.
+        "bare_hover": browser.js(
+            "const bare = [];"
+            "for (const sheet of document.styleSheets) for (const rule of sheet.cssRules)"
+            "  if (rule.selectorText && rule.selectorText.includes(':hover')) bare.push(rule.selectorText);"
+            "return bare;"),
+        "hover_rules": browser.js(
+            "let n = 0;"
+            "for (const sheet of document.styleSheets) for (const rule of sheet.cssRules)"
+            "  if (rule.media && rule.conditionText === '(hover: hover)') n += rule.cssRules.length;"
+            "return n;"),
+    }
+    browser.touch(False)
+    browser.collect("touch")
+    return seen
+
+
+def test_the_touch_emulation_took_effect(touch):
+    assert touch["coarse"]
+
+
+def test_on_a_touch_screen_the_field_is_not_focused_on_load(touch):
+    assert touch["focus"] != "item-text"
+
+
+def test_the_enter_key_is_labelled_send(touch):
+    assert touch["enterkeyhint"] == "send"
+
+
+def test_hover_looks_apply_only_where_a_pointer_hovers(touch):
+    assert touch["bare_hover"] == [] and touch["hover_rules"] >= 3
+
+
+RTL_TEXT = "שלום, עולם!"
+
+
+@pytest.fixture(scope="module")
+def page_ends(browser, site, touch):
+    """Exactly three pages of items: "Load more" twice by keyboard, then the list has ended."""
+    total = len(site.items(limit=1000))
+    assert total < 3 * PAGE_SIZE, f"the run already has {total} items"
+    for n in range(3 * PAGE_SIZE - total - 1):
+        assert site.call("POST", "/api/items", {"text": f"Filler {n:03d}"}).status == 201
+    assert site.call("POST", "/api/items", {"text": RTL_TEXT}).status == 201
+    browser.viewport(1280, 900, mobile=False)
+    browser.color_scheme("light")
+    browser.reload("touch")
+    wait_list_ready(browser)
+    browser.screenshot("desktop-rtl.png")
+    more = browser.by_id("load-more")
+    seen: dict[str, Any] = {
+        "direction": browser.js(
+            "const p = Array.from(document.querySelectorAll('#items .item-text')).find((n) => n.textContent === arguments[0]);"
+            "return p ? [p.dir, getComputedStyle(p).direction] : null;", RTL_TEXT),
+    }
+    more.send_keys(Keys.ENTER)
+    browser.wait("the second page", lambda: len(ids(browser)) == 2 * PAGE_SIZE)
+    wait_list_ready(browser)
+    seen["focus_after_second_page"] = browser.active_id()
+    seen["offered_after_second_page"] = more.is_displayed()
+    browser.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    browser.wait("the third page", lambda: len(ids(browser)) == 3 * PAGE_SIZE)
+    browser.wait("the button to go", lambda: not more.is_displayed())
+    seen["focused_item"] = browser.js(
+        "const a = document.activeElement; return a.closest('.item') ? Array.from(a.closest('#items').children).indexOf(a.closest('.item')) : null;")
+    seen["ids"] = ids(browser)
+    seen["api_ids"] = [item["id"] for item in site.items(limit=1000)]
+    browser.screenshot("desktop-end-of-list.png")
+    browser.collect("page ends")
+    return seen
+
+
+def test_right_to_left_text_is_shown_right_to_left(page_ends):
+    assert page_ends["direction"] == ["auto", "rtl"]
+
+
+def test_focus_stays_on_load_more_while_there_is_more(page_ends):
+    assert page_ends["focus_after_second_page"] == "load-more"
+    assert page_ends["offered_after_second_page"]
+
+
+def test_at_a_multiple_of_the_page_size_load_more_goes_with_the_last_page(page_ends):
+    assert page_ends["ids"] == page_ends["api_ids"]
+
+
+def test_after_the_last_page_focus_moves_to_its_first_item(page_ends):
+    assert page_ends["focused_item"] == 2 * PAGE_SIZE
+
+
+def test_zero_unexpected_console_errors_in_the_whole_run(browser, page_ends):
     assert browser.console_errors == []
 
 
-def test_zero_uncaught_page_errors_in_the_whole_run(browser, phone):
+def test_zero_uncaught_page_errors_in_the_whole_run(browser, page_ends):
     assert browser.page_errors == []
 
 
-def test_zero_csp_violations_in_the_whole_run(browser, phone):
+def test_zero_csp_violations_in_the_whole_run(browser, page_ends):
     assert browser.csp_violations == []

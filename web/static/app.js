@@ -5,6 +5,10 @@
   "use strict";
 
   const PAGE_SIZE = 100;
+  // One more than is shown: whether it came back says whether there is another page.
+  const PAGE_REQUEST = PAGE_SIZE + 1;
+  // How often a visible page checks for changes made elsewhere (a 304 when there are none).
+  const LIVE_CHECK_MS = 3000;
   // Longer than nginx waits for the API (its API_READ_TIMEOUT), so nginx's JSON 504 arrives
   // before the page gives up on its own.
   const REQUEST_TIMEOUT_MS = 45000;
@@ -176,6 +180,8 @@
   // changes, so it must neither drop an item just added nor bring back one just deleted.
   const addedSinceReload = new Set(); // item ids
   const deletedSinceReload = new Set(); // item ids
+  // Counts changes made here; a check for changes elsewhere that saw one happen is not applied.
+  let localChanges = 0;
 
   function renderItem(item) {
     const li = document.createElement("li");
@@ -186,6 +192,7 @@
     body.className = "item-body";
     const text = document.createElement("p");
     text.className = "item-text";
+    text.dir = "auto";
     text.textContent = item.text;
     const time = document.createElement("time");
     time.className = "item-time";
@@ -279,12 +286,12 @@
       setListStatus("loading", "Loading items…");
     }
     try {
-      const items = await request(`api/items?limit=${PAGE_SIZE}`);
+      const items = await request(`api/items?limit=${PAGE_REQUEST}`);
       if (generation !== listGeneration) {
         return;
       }
-      replaceFirstPage(items);
-      hasMore = items.length === PAGE_SIZE;
+      replaceFirstPage(items.slice(0, PAGE_SIZE));
+      hasMore = items.length > PAGE_SIZE;
       showListNotice("");
       updateListChrome();
       if (addUncertain) {
@@ -333,32 +340,39 @@
     deletedSinceReload.clear();
   }
 
+  let loadingMore = false;
+
   async function loadMore() {
-    if (oldestId === null || el.loadMore.disabled) {
+    if (oldestId === null || loadingMore) {
       return;
     }
     const generation = listGeneration;
     const cursor = oldestId;
-    el.loadMore.disabled = true;
+    // Marked busy rather than disabled: a disabled button loses keyboard focus to the page body.
+    loadingMore = true;
+    el.loadMore.setAttribute("aria-disabled", "true");
     el.loadMore.textContent = "Loading…";
     try {
-      const items = await request(`api/items?before=${encodeURIComponent(cursor)}&limit=${PAGE_SIZE}`);
+      const items = await request(`api/items?before=${encodeURIComponent(cursor)}&limit=${PAGE_REQUEST}`);
       // A reload that started or finished meanwhile owns the list now; the next page must follow
       // the list's current oldest item, or it would leave a gap.
       if (generation !== listGeneration || cursor !== oldestId) {
         return;
       }
-      const firstNew = addRows(items, "bottom");
-      hasMore = items.length === PAGE_SIZE;
+      const hadFocus = document.activeElement === el.loadMore;
+      const firstNew = addRows(items.slice(0, PAGE_SIZE), "bottom");
+      hasMore = items.length > PAGE_SIZE;
       updateListChrome();
-      // The button disappears after the last page: keep keyboard focus in the list.
-      if (el.loadMore.hidden && firstNew) {
-        firstNew.querySelector("button").focus();
+      // After the last page the button goes: keyboard focus moves on to the first item it brought.
+      if (hadFocus && el.loadMore.hidden) {
+        const target = firstNew || el.list.lastElementChild;
+        (target ? target.querySelector("button") : el.input).focus();
       }
     } catch (error) {
       handleListError(error, "load more items");
     } finally {
-      el.loadMore.disabled = false;
+      loadingMore = false;
+      el.loadMore.removeAttribute("aria-disabled");
       el.loadMore.textContent = "Load more";
     }
   }
@@ -403,6 +417,7 @@
         el.input.value = "";
       }
       addedSinceReload.add(item.id);
+      localChanges += 1;
       const li = addRows([item], "top");
       if (li) {
         li.classList.add("is-new");
@@ -458,6 +473,7 @@
 
   function removeRow(clicked, id) {
     deletedSinceReload.add(id);
+    localChanges += 1;
     // A reload while the DELETE was under way may have replaced the clicked row with a fresh one.
     const li = rows.get(id) || clicked;
     // Keyboard users keep their place: focus moves to the neighbouring item, or to the input.
@@ -474,6 +490,115 @@
     } else {
       updateListChrome();
     }
+  }
+
+  // ---- Changes made elsewhere: a visible page re-reads its first page now and then ------------
+
+  let firstPageTag = null; // the ETag of the first page as last merged
+  let liveTimer = null;
+  let checking = false;
+
+  function scheduleLiveCheck(delay) {
+    if (liveTimer !== null) {
+      clearTimeout(liveTimer);
+    }
+    liveTimer = setTimeout(checkForChanges, delay);
+  }
+
+  async function checkForChanges() {
+    liveTimer = null;
+    // A hidden tab does not ask; it checks once it is shown again.
+    if (document.visibilityState !== "visible" || unavailable || checking) {
+      return;
+    }
+    if (loadingMore || adding || el.list.hasAttribute("aria-busy")) {
+      scheduleLiveCheck(LIVE_CHECK_MS);
+      return;
+    }
+    checking = true;
+    const generation = listGeneration;
+    const changesBefore = localChanges;
+    try {
+      const headers = firstPageTag ? { "If-None-Match": firstPageTag } : {};
+      const response = await fetch(`api/items?limit=${PAGE_REQUEST}`, fetchInit({ headers }));
+      if (GATEWAY_STATUSES.has(response.status)) {
+        throw new UnavailableError();
+      }
+      apiAnswered(response.ok || response.status === 304);
+      if (response.status === 200) {
+        const items = await response.json();
+        // What it read may predate a change made here meanwhile, or a reload owns the list now.
+        if (generation === listGeneration && changesBefore === localChanges && !loadingMore) {
+          mergeFirstPage(items);
+          firstPageTag = response.headers.get("ETag");
+        }
+      }
+    } catch (error) {
+      if (error instanceof UnavailableError) {
+        showUnavailable();
+      }
+      // Anything else (an error answer, a body cut short) waits for the next check.
+    } finally {
+      checking = false;
+      scheduleLiveCheck(LIVE_CHECK_MS);
+    }
+  }
+
+  // Brings the rows in line with a fresh first page: items in its range that it lacks were deleted
+  // elsewhere, items it has that are not shown were added elsewhere. Older rows (pages loaded
+  // with "Load more") stay, and rows that stay keep their element, so focus stays put.
+  function mergeFirstPage(items) {
+    const page = items.slice(0, PAGE_SIZE);
+    const complete = items.length <= PAGE_SIZE;
+    const pageIds = new Set(page.map((item) => item.id));
+    const oldestInPage = page.reduce((oldest, item) => Math.min(oldest, item.id), Infinity);
+    let removed = 0;
+    for (const [id, li] of Array.from(rows)) {
+      if ((complete || id >= oldestInPage) && !pageIds.has(id)) {
+        const next = li.nextElementSibling || li.previousElementSibling;
+        const hadFocus = li.contains(document.activeElement);
+        rows.delete(id);
+        li.remove();
+        removed += 1;
+        if (hadFocus) {
+          (next ? next.querySelector("button") : el.input).focus();
+        }
+      }
+    }
+    let added = 0;
+    for (const item of page) {
+      if (rows.has(item.id)) {
+        continue;
+      }
+      const li = renderItem(item);
+      // Newest first: before the first row with a lower id.
+      const after = Array.from(el.list.children).find((row) => Number(row.dataset.id) < item.id);
+      el.list.insertBefore(li, after || null);
+      rows.set(item.id, li);
+      added += 1;
+    }
+    oldestId = rows.size === 0 ? null : Math.min(...rows.keys());
+    if (complete) {
+      hasMore = false;
+    } else if (oldestId >= oldestInPage) {
+      // No page beyond the first is shown, and the first is followed by more.
+      hasMore = true;
+    }
+    if (added > 0 || removed > 0) {
+      updateListChrome();
+      announce(changeSummary(added, removed));
+    }
+  }
+
+  function changeSummary(added, removed) {
+    const parts = [];
+    if (added > 0) {
+      parts.push(added === 1 ? "1 item added" : `${added} items added`);
+    }
+    if (removed > 0) {
+      parts.push(removed === 1 ? "1 item removed" : `${removed} items removed`);
+    }
+    return `${parts.join(", ")} by someone else.`;
   }
 
   // ---- API unavailable: banner, then poll /api/healthz with backoff until it answers ----------
@@ -574,9 +699,16 @@
     refreshTimes();
     if (unavailable) {
       probeNow();
+    } else {
+      scheduleLiveCheck(0);
     }
   });
   setInterval(refreshTimes, CLOCK_TICK_MS);
 
+  // Touch screens get no focus on load: it would open the on-screen keyboard over the list.
+  if (!window.matchMedia("(pointer: coarse)").matches) {
+    el.input.focus();
+  }
   loadFirstPage();
+  scheduleLiveCheck(LIVE_CHECK_MS);
 })();

@@ -50,16 +50,32 @@ enum WholeList {
     },
 }
 
-/// A list response: the JSON, and the same gzipped when it is worth it.
+/// A list response: the JSON, the same gzipped when it is worth it, and a fingerprint of the
+/// JSON for validators (`ETag`), computed once per body rather than once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListBody {
     pub json: Bytes,
     pub gzip: Option<Bytes>,
+    pub fingerprint: u64,
+}
+
+/// A hash of the bytes: the same list gives the same fingerprint in every process of one build
+/// (`DefaultHasher::new` has fixed keys), so replicas behind one address agree on it.
+fn fingerprint(json: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(json);
+    hasher.finish()
 }
 
 impl ListBody {
     fn plain(json: Bytes) -> Self {
-        Self { json, gzip: None }
+        let fingerprint = fingerprint(&json);
+        Self {
+            json,
+            gzip: None,
+            fingerprint,
+        }
     }
 
     /// Compresses `json` when it is big enough to be worth it.
@@ -74,7 +90,12 @@ impl ListBody {
                 .await
                 .ok()
         };
-        Self { json, gzip }
+        let fingerprint = fingerprint(&json);
+        Self {
+            json,
+            gzip,
+            fingerprint,
+        }
     }
 
     fn size(&self) -> usize {
@@ -510,6 +531,15 @@ mod tests {
         assert_eq!(unzipped, json);
         assert!(body.gzip.unwrap().len() < json.len() / 4);
         assert_eq!(ListBody::new(Bytes::from("[]")).await.gzip, None);
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_follows_the_json_whether_cached_or_not() {
+        let json = Bytes::from_static(b"[{\"id\":1}]");
+        let cached = ListBody::new(json.clone()).await;
+        assert_eq!(cached.fingerprint, ListBody::plain(json).fingerprint);
+        let other = ListBody::plain(Bytes::from_static(b"[{\"id\":2}]"));
+        assert_ne!(cached.fingerprint, other.fingerprint);
     }
 
     #[tokio::test]

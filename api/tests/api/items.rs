@@ -405,3 +405,100 @@ async fn a_list_read_from_an_id_is_streamed_in_pages_and_matches_the_whole_list(
     );
     assert_eq!(streamed.bytes().await.unwrap(), whole);
 }
+
+fn etag_of(response: &reqwest::Response) -> String {
+    response.headers()["etag"].to_str().unwrap().to_owned()
+}
+
+async fn get_if_none_match(app: &TestApp, path: &str, tags: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("if-none-match", tags)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_unchanged_list_answers_304_to_its_etag_and_every_change_gives_a_new_one(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    app.add("first").await;
+    let first = app.get("/api/items?limit=10").await;
+    let tag = etag_of(&first);
+    assert!(tag.starts_with("W/\""), "a weak tag: {tag}");
+
+    let unchanged = get_if_none_match(&app, "/api/items?limit=10", &tag).await;
+    assert_eq!(unchanged.status(), 304);
+    assert_eq!(etag_of(&unchanged), tag);
+    assert_eq!(unchanged.headers()["vary"], "accept-encoding");
+    assert!(unchanged.bytes().await.unwrap().is_empty());
+
+    let added = app.add("second").await;
+    let after_add = get_if_none_match(&app, "/api/items?limit=10", &tag).await;
+    assert_eq!(after_add.status(), 200);
+    let tag_after_add = etag_of(&after_add);
+    assert_ne!(tag_after_add, tag);
+    assert_eq!(json_of(after_add).await[0]["text"], "second");
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/items/{}", added["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let after_delete = get_if_none_match(&app, "/api/items?limit=10", &tag_after_add).await;
+    assert_eq!(after_delete.status(), 200);
+    assert_ne!(etag_of(&after_delete), tag_after_add);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn the_etag_names_the_list_whichever_way_it_was_read_or_encoded(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    for n in 0..40 {
+        app.add(&format!("item {n}, long enough to be worth compressing"))
+            .await;
+    }
+    let cached = etag_of(&app.get("/api/items?limit=100").await);
+    let whole = etag_of(&app.get("/api/items").await);
+    let uncached = etag_of(
+        &app.get("/api/items?limit=100&before=9223372036854775807")
+            .await,
+    );
+    let zipped = app
+        .client
+        .get(app.url("/api/items?limit=100"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        [&whole, &uncached, &etag_of(&zipped)],
+        [&cached, &cached, &cached]
+    );
+    // Strong or weak, among others, or `*`: all name the current list.
+    let opaque = cached.trim_start_matches("W/");
+    for tags in [
+        opaque.to_owned(),
+        format!("\"other\", {cached}"),
+        "*".to_owned(),
+    ] {
+        let response = get_if_none_match(&app, "/api/items?limit=100", &tags).await;
+        assert_eq!(response.status(), 304, "If-None-Match: {tags}");
+    }
+    let stale = get_if_none_match(&app, "/api/items?limit=100", "W/\"0000000000000000\"").await;
+    assert_eq!(stale.status(), 200);
+}

@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, VARY};
+use axum::http::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, VARY,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -124,14 +126,24 @@ struct CreateItem {
 ///
 /// Without parameters the whole list, as the original service returned it. With `limit` (and
 /// `before` = the last id seen) it pages through the list without skipping or repeating items
-/// while others are added.
+/// while others are added. An answer held in memory carries an `ETag`: a client that sends it
+/// back in `If-None-Match` gets a 304 with no body while the list is unchanged.
 #[utoipa::path(
     get,
     path = "/api/items",
     tag = "items",
-    params(ListQuery),
+    params(
+        ListQuery,
+        ("if-none-match" = Option<String>, Header,
+         description = "An `ETag` from an earlier answer: if the list is unchanged, the answer is \
+                        304 with no body."),
+    ),
     responses(
-        (status = 200, description = "Items, highest id first", body = [Item]),
+        (status = 200, description = "Items, highest id first", body = [Item],
+         headers(("etag" = String, description = "Identifies this list; send it back in \
+                   `If-None-Match`. Absent on a whole list too long to keep, which is streamed."))),
+        (status = 304, description = "The list is the one `If-None-Match` named",
+         headers(("etag" = String, description = "The tag that matched"))),
         (status = 422, description = "A parameter is not a valid integer or out of range", body = ValidationBody),
     )
 )]
@@ -150,18 +162,36 @@ async fn list_items(
     };
     // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
+    // Weak: the plain and the gzipped bytes carry the same tag, as they are the same list.
+    let opaque_tag = format!("\"{:016x}\"", body.fingerprint);
+    let etag = HeaderValue::from_str(&format!("W/{opaque_tag}")).expect("hex digits and quotes");
+    if client_has(&headers, &opaque_tag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag), vary]).into_response());
+    }
     Ok(match body.gzip.filter(|_| accepts_gzip(&headers)) {
         Some(gzip) => (
             [
                 (CONTENT_TYPE, json),
                 (CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+                (ETAG, etag),
                 vary,
             ],
             gzip,
         )
             .into_response(),
-        None => ([(CONTENT_TYPE, json), vary], body.json).into_response(),
+        None => ([(CONTENT_TYPE, json), (ETAG, etag), vary], body.json).into_response(),
     })
+}
+
+/// Whether `If-None-Match` names `opaque_tag` (compared weakly, so `W/` is ignored) or is `*`.
+fn client_has(headers: &HeaderMap, opaque_tag: &str) -> bool {
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == opaque_tag)
 }
 
 /// Whether `Accept-Encoding` allows gzip (named, or `*`, without `q=0`).
