@@ -50,31 +50,32 @@ enum WholeList {
     },
 }
 
-/// A list response: the JSON, the same gzipped when it is worth it, and a fingerprint of the
-/// JSON for validators (`ETag`), computed once per body rather than once per request.
+/// A list response: the JSON, the same gzipped when it is worth it, and its entity tag, made
+/// once per body rather than once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListBody {
     pub json: Bytes,
     pub gzip: Option<Bytes>,
-    pub fingerprint: u64,
+    /// A weak entity tag, `W/"<16 hex digits>"`: the plain and the gzipped bytes are one list.
+    pub etag: Bytes,
 }
 
-/// A hash of the bytes: the same list gives the same fingerprint in every process of one build
+/// A hash of the bytes: the same list gives the same tag in every process of one build
 /// (`DefaultHasher::new` has fixed keys), so replicas behind one address agree on it.
-fn fingerprint(json: &[u8]) -> u64 {
+fn etag_of(json: &[u8]) -> Bytes {
     use std::hash::Hasher;
     let mut hasher = std::hash::DefaultHasher::new();
     hasher.write(json);
-    hasher.finish()
+    Bytes::from(format!("W/\"{:016x}\"", hasher.finish()))
 }
 
 impl ListBody {
     fn plain(json: Bytes) -> Self {
-        let fingerprint = fingerprint(&json);
+        let etag = etag_of(&json);
         Self {
             json,
             gzip: None,
-            fingerprint,
+            etag,
         }
     }
 
@@ -90,12 +91,8 @@ impl ListBody {
                 .await
                 .ok()
         };
-        let fingerprint = fingerprint(&json);
-        Self {
-            json,
-            gzip,
-            fingerprint,
-        }
+        let etag = etag_of(&json);
+        Self { json, gzip, etag }
     }
 
     fn size(&self) -> usize {
@@ -534,12 +531,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_fingerprint_follows_the_json_whether_cached_or_not() {
+    async fn the_etag_follows_the_json_whether_cached_or_not() {
         let json = Bytes::from_static(b"[{\"id\":1}]");
         let cached = ListBody::new(json.clone()).await;
-        assert_eq!(cached.fingerprint, ListBody::plain(json).fingerprint);
+        assert_eq!(cached.etag, ListBody::plain(json).etag);
+        assert_eq!(cached.etag.len(), "W/\"\"".len() + 16);
         let other = ListBody::plain(Bytes::from_static(b"[{\"id\":2}]"));
-        assert_ne!(cached.fingerprint, other.fingerprint);
+        assert_ne!(cached.etag, other.etag);
     }
 
     #[tokio::test]

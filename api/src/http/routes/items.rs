@@ -162,10 +162,8 @@ async fn list_items(
     };
     // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
-    // Weak: the plain and the gzipped bytes carry the same tag, as they are the same list.
-    let opaque_tag = format!("\"{:016x}\"", body.fingerprint);
-    let etag = HeaderValue::from_str(&format!("W/{opaque_tag}")).expect("hex digits and quotes");
-    if client_has(&headers, &opaque_tag) {
+    let etag = HeaderValue::from_maybe_shared(body.etag).expect("W/, quotes and hex digits");
+    if client_has(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag), vary]).into_response());
     }
     Ok(match body.gzip.filter(|_| accepts_gzip(&headers)) {
@@ -183,15 +181,20 @@ async fn list_items(
     })
 }
 
-/// Whether `If-None-Match` names `opaque_tag` (compared weakly, so `W/` is ignored) or is `*`.
-fn client_has(headers: &HeaderMap, opaque_tag: &str) -> bool {
+/// Whether `If-None-Match` names `etag` or is `*`. The comparison is weak, as for every
+/// `If-None-Match`: `W/` on either side is ignored.
+fn client_has(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    fn opaque(tag: &[u8]) -> &[u8] {
+        tag.strip_prefix(b"W/").unwrap_or(tag)
+    }
+    let ours = opaque(etag.as_bytes());
     headers
         .get_all(IF_NONE_MATCH)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == opaque_tag)
+        .any(|tag| tag == "*" || opaque(tag.as_bytes()) == ours)
 }
 
 /// Whether `Accept-Encoding` allows gzip (named, or `*`, without `q=0`).
