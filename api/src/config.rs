@@ -198,6 +198,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(64..=64 * 1024 * 1024), global = true)]
     pub max_body_bytes: u64,
 
+    /// Longest item text in characters, after trimming; longer gets 422 (`string_too_long`).
+    /// The default refuses nothing a body within the default MAX_BODY_BYTES can carry, as
+    /// before the setting existed. Texts already stored are served whatever their length.
+    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024), global = true)]
+    pub max_text_chars: u64,
+
     /// Directory with the web page (index.html, app.js, ...) to serve at `/`. Unset or empty: API
     /// only. `cargo run` sets it to web/static (see .cargo/config.toml).
     #[arg(long, env = "STATIC_DIR", value_parser = parse_static_dir, global = true)]
@@ -443,6 +450,10 @@ impl Config {
 
     pub fn max_body_bytes(&self) -> usize {
         usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_text_chars(&self) -> usize {
+        usize::try_from(self.max_text_chars).unwrap_or(usize::MAX)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -2,7 +2,8 @@
 
 use time::OffsetDateTime;
 
-/// Item text that has passed validation: trimmed like Python's `str.strip()` and not empty.
+/// Item text that has passed validation: trimmed like Python's `str.strip()`, not empty and not
+/// longer than the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemText(String);
 
@@ -11,14 +12,21 @@ pub struct ItemText(String);
 pub enum TextError {
     #[error("text must not be empty")]
     Empty,
+    #[error("String should have at most {max} characters")]
+    TooLong { max: usize },
 }
 
 impl ItemText {
-    /// Trims surrounding whitespace (Unicode included) and refuses what is left empty.
-    pub fn parse(raw: &str) -> Result<Self, TextError> {
+    /// Trims surrounding whitespace (Unicode included) and refuses what is left empty, or longer
+    /// than `max_chars` characters (counted as Python's `len` counts them: code points).
+    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, TextError> {
         let trimmed = python_strip(raw);
         if trimmed.is_empty() {
             return Err(TextError::Empty);
+        }
+        // Bytes bound characters from above: most texts need no count.
+        if trimmed.len() > max_chars && trimmed.chars().count() > max_chars {
+            return Err(TextError::TooLong { max: max_chars });
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -74,7 +82,7 @@ mod tests {
 
     #[test]
     fn parse_trims_ascii_whitespace_and_keeps_inner_spaces() {
-        let text = ItemText::parse(" \t buy  milk \r\n").unwrap();
+        let text = ItemText::parse(" \t buy  milk \r\n", 100).unwrap();
         assert_eq!(text.as_str(), "buy  milk");
     }
 
@@ -82,14 +90,14 @@ mod tests {
     fn parse_trims_unicode_whitespace_like_python() {
         // NBSP, ideographic space, line separator, NEL, em space, narrow NBSP.
         let raw = "\u{a0}\u{3000}\u{2028}\u{85}\u{2003}eggs\u{202f}\u{205f}\u{1680}";
-        assert_eq!(ItemText::parse(raw).unwrap().as_str(), "eggs");
+        assert_eq!(ItemText::parse(raw, 100).unwrap().as_str(), "eggs");
     }
 
     #[test]
     fn parse_trims_python_only_separators() {
         // U+001C..U+001F are whitespace for Python but not for Rust's char::is_whitespace.
         assert_eq!(
-            ItemText::parse("\u{1c}\u{1d}x\u{1e}\u{1f}")
+            ItemText::parse("\u{1c}\u{1d}x\u{1e}\u{1f}", 100)
                 .unwrap()
                 .as_str(),
             "x"
@@ -100,7 +108,7 @@ mod tests {
     fn parse_keeps_characters_python_does_not_strip() {
         // Zero-width space and the Mongolian vowel separator are not whitespace in Python 3.
         assert_eq!(
-            ItemText::parse("\u{200b}x\u{180e}").unwrap().as_str(),
+            ItemText::parse("\u{200b}x\u{180e}", 100).unwrap().as_str(),
             "\u{200b}x\u{180e}"
         );
     }
@@ -108,8 +116,20 @@ mod tests {
     #[test]
     fn parse_rejects_empty_and_whitespace_only_text() {
         for raw in ["", " ", "\n\t", "\u{a0}\u{3000}", "\u{1f}"] {
-            assert_eq!(ItemText::parse(raw), Err(TextError::Empty), "{raw:?}");
+            assert_eq!(ItemText::parse(raw, 100), Err(TextError::Empty), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn parse_counts_characters_not_bytes_against_the_limit() {
+        // Three characters in nine bytes fit a limit of three; a fourth does not.
+        assert!(ItemText::parse("日本語", 3).is_ok());
+        assert_eq!(
+            ItemText::parse("日本語!", 3),
+            Err(TextError::TooLong { max: 3 })
+        );
+        // Surrounding whitespace is not counted: it is not stored.
+        assert!(ItemText::parse("  abc  ", 3).is_ok());
     }
 
     #[test]

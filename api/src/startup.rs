@@ -71,6 +71,7 @@ impl Application {
         let body_limits = BodyLimits {
             max_bytes: config.max_body_bytes(),
             timeout: config.body_timeout(),
+            max_text_chars: config.max_text_chars(),
         };
         let state = AppState::new(Arc::clone(&store), service_info(config), body_limits);
         let info = Arc::clone(&state.info);

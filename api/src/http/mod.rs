@@ -44,9 +44,10 @@ pub struct RouterOptions {
 /// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
 /// request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
 pub fn app(state: AppState, options: RouterOptions) -> Router {
-    let (api, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (api, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts();
+    openapi::document_text_limit(&mut spec, state.body_limits.max_text_chars);
     let mut router = api.merge(docs_router(spec, &state.info.version));
     if let Some(dir) = &options.static_dir {
         router = router.fallback_service(static_files::router(dir));

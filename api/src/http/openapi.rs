@@ -24,6 +24,20 @@ pub const DOCS_PATH: &str = "/api/docs";
 /// Path of the machine-readable document.
 pub const SPEC_PATH: &str = "/api/openapi.json";
 
+/// Documents the configured `MAX_TEXT_CHARS` as the body's `maxLength`.
+pub fn document_text_limit(spec: &mut utoipa::openapi::OpenApi, max_chars: usize) {
+    use utoipa::openapi::{RefOr, Schema};
+    let body = spec
+        .components
+        .as_mut()
+        .and_then(|components| components.schemas.get_mut("CreateItem"));
+    if let Some(RefOr::T(Schema::Object(body))) = body
+        && let Some(RefOr::T(Schema::Object(text))) = body.properties.get_mut("text")
+    {
+        text.max_length = Some(max_chars);
+    }
+}
+
 /// Serves the spec and Swagger UI; the UI's files are compiled in, nothing is fetched at run time.
 pub fn docs_router<S>(mut spec: utoipa::openapi::OpenApi, version: &str) -> Router<S>
 where

@@ -28,12 +28,15 @@ impl AppState {
     }
 }
 
-/// What a request body may be; the body extractor answers 413 and 408 by these.
+/// What a request body may be: the body extractor answers 413 and 408 by the first two, the item
+/// handlers 422 by the third.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
     /// How long the body may take to arrive.
     pub timeout: Duration,
+    /// The longest item text, in characters.
+    pub max_text_chars: usize,
 }
 
 /// Facts about this process, reported by `/api/health`.

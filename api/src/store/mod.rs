@@ -157,6 +157,10 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Stores the item; when this returns `Ok` the row is committed.
     async fn create(&self, text: ItemText) -> Result<Item, StoreError>;
 
+    /// Replaces an item's text, keeping its id and `created_at`; `None` when there is no such
+    /// item. When this returns `Ok` the change is committed.
+    async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError>;
+
     /// Returns whether an item was deleted.
     async fn delete(&self, id: i64) -> Result<bool, StoreError>;
 

@@ -151,6 +151,7 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
     let cases = [
         ("MAX_BODY_BYTES", "lots"),
         ("MAX_BODY_BYTES", "0"),
+        ("MAX_TEXT_CHARS", "0"),
         ("BIND_ADDR", "localhost"),
         ("APP_ENV", "staging"),
         ("LOG_FORMAT", "xml"),

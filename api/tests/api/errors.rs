@@ -331,7 +331,11 @@ async fn a_wrong_method_is_a_json_405_with_an_allow_header(#[case] backend: Back
         (reqwest::Method::PUT, "/api/items", "GET,HEAD,POST"),
         (reqwest::Method::DELETE, "/api/items", "GET,HEAD,POST"),
         (reqwest::Method::POST, "/api/healthz", "GET,HEAD"),
-        (reqwest::Method::PATCH, "/api/items/1", "GET,HEAD,DELETE"),
+        (
+            reqwest::Method::PUT,
+            "/api/items/1",
+            "GET,HEAD,PATCH,DELETE",
+        ),
     ];
     for (method, path, allow) in cases {
         let response = app

@@ -86,6 +86,9 @@ impl ItemStore for BrokenStore {
     async fn create(&self, _: ItemText) -> Result<Item, StoreError> {
         Err(broken_sqlite())
     }
+    async fn update(&self, _: i64, _: ItemText) -> Result<Option<Item>, StoreError> {
+        Err(StoreError::unavailable("broken"))
+    }
     async fn delete(&self, _: i64) -> Result<bool, StoreError> {
         Err(StoreError::unavailable("broken"))
     }
@@ -123,6 +126,7 @@ async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {
     let limits = BodyLimits {
         max_bytes: 1024,
         timeout: std::time::Duration::from_secs(5),
+        max_text_chars: 100,
     };
     let state = AppState::new(Arc::new(BrokenStore), info, limits);
     let options = RouterOptions {

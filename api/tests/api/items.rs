@@ -502,3 +502,111 @@ async fn the_etag_names_the_list_whichever_way_it_was_read_or_encoded(#[case] ba
     let stale = get_if_none_match(&app, "/api/items?limit=100", "W/\"0000000000000000\"").await;
     assert_eq!(stale.status(), 200);
 }
+
+async fn patch_json(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .patch(app.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_edit_replaces_the_text_trimmed_and_keeps_the_id_and_creation_time(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    let item = app.add("buy milk").await;
+    app.add("newer").await;
+    let path = format!("/api/items/{}", item["id"]);
+    let tag_before = etag_of(&app.get("/api/items?limit=10").await);
+
+    let response = patch_json(&app, &path, &json!({"text": "  buy oat milk\n"})).await;
+    assert_eq!(response.status(), 200);
+    assert_json_content_type(&response);
+    let edited = json_of(response).await;
+    assert_eq!(
+        edited,
+        json!({"id": item["id"], "text": "buy oat milk", "created_at": item["created_at"]})
+    );
+    assert_eq!(json_of(app.get(&path).await).await, edited);
+    // The list shows the edit at once, in the item's place, under a new tag.
+    let listed = app.get("/api/items?limit=10").await;
+    assert_ne!(etag_of(&listed), tag_before);
+    let listed = json_of(listed).await;
+    assert_eq!(listed[1], edited);
+    assert_eq!(app.items().await[1], edited);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn an_edit_is_refused_as_a_create_would_be_and_changes_nothing(#[case] backend: Backend) {
+    let Some(app) = TestApp::on(backend).await else {
+        return;
+    };
+    let item = app.add("keep me").await;
+    let path = format!("/api/items/{}", item["id"]);
+
+    let blank = patch_json(&app, &path, &json!({"text": " \t "})).await;
+    assert_eq!(blank.status(), 400);
+    assert_eq!(
+        json_of(blank).await,
+        json!({"detail": "text must not be empty"})
+    );
+    let missing = patch_json(&app, &path, &json!({"txt": "x"})).await;
+    assert_validation_error(missing, "missing", json!(["body", "text"])).await;
+    let unknown = patch_json(&app, "/api/items/999999", &json!({"text": "x"})).await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(json_of(unknown).await, json!({"detail": "Item not found"}));
+    let bad_id = patch_json(&app, "/api/items/abc", &json!({"text": "x"})).await;
+    assert_validation_error(bad_id, "int_parsing", json!(["path", "id"])).await;
+
+    assert_eq!(json_of(app.get(&path).await).await, item);
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
+async fn a_text_over_max_text_chars_is_a_422_string_too_long_on_create_and_edit(
+    #[case] backend: Backend,
+) {
+    let Some(app) = TestApp::on_with(backend, |config| config.max_text_chars = 5).await else {
+        return;
+    };
+    // Five characters (ten bytes) fit; surrounding whitespace does not count.
+    let item = app.add("  ééééé  ").await;
+    assert_eq!(item["text"], "ééééé");
+    let path = format!("/api/items/{}", item["id"]);
+
+    let expected = |input: &str| {
+        json!({"detail": [{
+            "type": "string_too_long",
+            "loc": ["body", "text"],
+            "msg": "String should have at most 5 characters",
+            "input": input,
+            "ctx": {"max_length": 5},
+        }]})
+    };
+    let create = app.post_json(&json!({"text": "123456"})).await;
+    assert_eq!(create.status(), 422);
+    assert_eq!(json_of(create).await, expected("123456"));
+    let edit = patch_json(&app, &path, &json!({"text": "abcdef"})).await;
+    assert_eq!(edit.status(), 422);
+    assert_eq!(json_of(edit).await, expected("abcdef"));
+
+    assert_eq!(app.items().await, vec![item]);
+    let spec = json_of(app.get("/api/openapi.json").await).await;
+    assert_eq!(
+        spec["components"]["schemas"]["CreateItem"]["properties"]["text"]["maxLength"],
+        5
+    );
+}

@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::ItemText;
-use crate::http::error::{AppError, ErrorBody, ValidationBody};
+use crate::domain::{ItemText, TextError};
+use crate::http::error::{AppError, ErrorBody, FieldError, ValidationBody};
 use crate::http::extract::{JsonBody, int_param};
 use crate::http::state::AppState;
 use crate::store::list_cache::Listing;
@@ -26,7 +26,7 @@ use crate::store::{Item, MAX_LIMIT, Page};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_items, create_item))
-        .routes(routes!(get_item, delete_item))
+        .routes(routes!(get_item, update_item, delete_item))
 }
 
 /// Query parameters of the list. Both are optional; unknown parameters are ignored.
@@ -108,7 +108,7 @@ impl From<ListQuery> for Page {
     }
 }
 
-/// The body of a create request; other fields are ignored.
+/// The body of a create or an edit request; other fields are ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 struct CreateItem {
     /// Surrounding whitespace is removed (as Python's `str.strip()` does); what is left must not
@@ -233,15 +233,14 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
          example = json!({"detail": "text must not be empty"})),
         (status = 408, description = "Body not received within BODY_TIMEOUT_SECS", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_BODY_BYTES", body = ErrorBody),
-        (status = 422, description = "Body is not a JSON object with a string `text`", body = ValidationBody),
+        (status = 422, description = "Body is not a JSON object with a string `text` of at most MAX_TEXT_CHARS characters", body = ValidationBody),
     )
 )]
 async fn create_item(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateItem>,
 ) -> Result<Response, AppError> {
-    let text =
-        ItemText::parse(&body.text).map_err(|error| AppError::BadRequest(error.to_string()))?;
+    let text = item_text(&body.text, &state)?;
     let item = state.store.create(text).await?;
     let location = HeaderValue::from_str(&format!("/api/items/{}", item.id))
         .expect("a path made of digits is a valid header value");
@@ -295,6 +294,57 @@ async fn delete_item(
     } else {
         Err(AppError::ItemNotFound)
     }
+}
+
+/// Change an item's text.
+///
+/// The text is trimmed and checked as on create; `id` and `created_at` stay as they were.
+#[utoipa::path(
+    patch,
+    path = "/api/items/{id}",
+    tag = "items",
+    params(("id" = i64, Path, description = "Item id")),
+    request_body(content = CreateItem, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The item with its new text (committed)", body = Item),
+        (status = 400, description = "Text is empty after trimming", body = ErrorBody),
+        (status = 404, description = "No item with this id", body = ErrorBody),
+        (status = 408, description = "Body not received within BODY_TIMEOUT_SECS", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "The id is not an integer, or the body is not a JSON object \
+                                       with a string `text` of at most MAX_TEXT_CHARS characters",
+         body = ValidationBody),
+    )
+)]
+async fn update_item(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CreateItem>,
+) -> Result<Json<Item>, AppError> {
+    let id = item_id(&id)?;
+    let text = item_text(&body.text, &state)?;
+    state
+        .store
+        .update(id, text)
+        .await?
+        .map(Json)
+        .ok_or(AppError::ItemNotFound)
+}
+
+/// The text as stored: a blank one is the seed's 400, a too long one pydantic's 422.
+fn item_text(raw: &str, state: &AppState) -> Result<ItemText, AppError> {
+    ItemText::parse(raw, state.body_limits.max_text_chars).map_err(|error| match error {
+        TextError::Empty => AppError::BadRequest(error.to_string()),
+        TextError::TooLong { max } => AppError::validation(
+            FieldError::new(
+                "string_too_long",
+                &["body", "text"],
+                error.to_string(),
+                raw.into(),
+            )
+            .with_ctx(serde_json::json!({ "max_length": max })),
+        ),
+    })
 }
 
 fn item_id(raw: &str) -> Result<i64, AppError> {

@@ -376,6 +376,21 @@ impl ItemStore for PostgresStore {
         })
     }
 
+    async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError> {
+        let stored = text::encode(text.as_str()).into_owned();
+        self.shared
+            .run(async |client| {
+                let row = client
+                    .query_typed_opt(
+                        "UPDATE items SET text = $1 WHERE id = $2 RETURNING id, text, created_at",
+                        &[(&stored, Type::TEXT), (&id, Type::INT8)],
+                    )
+                    .await?;
+                row.as_ref().map(item_from_row).transpose()
+            })
+            .await
+    }
+
     async fn delete(&self, id: i64) -> Result<bool, StoreError> {
         self.shared
             .run(async |client| {

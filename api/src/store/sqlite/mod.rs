@@ -425,6 +425,11 @@ impl ItemStore for SqliteStore {
             .await
     }
 
+    async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError> {
+        self.write(|reply| WriteCommand::Update { id, text, reply })
+            .await
+    }
+
     async fn delete(&self, id: i64) -> Result<bool, StoreError> {
         self.write(|reply| WriteCommand::Delete { id, reply }).await
     }
@@ -719,6 +724,11 @@ enum WriteCommand {
         text: ItemText,
         reply: Reply<Item>,
     },
+    Update {
+        id: i64,
+        text: ItemText,
+        reply: Reply<Option<Item>>,
+    },
     Delete {
         id: i64,
         reply: Reply<bool>,
@@ -736,7 +746,59 @@ enum WriteCommand {
 /// The outcome of one write inside a batch, answered once the batch's fate is known.
 enum Applied {
     Insert(Reply<Item>, rusqlite::Result<Item>),
+    Update(Reply<Option<Item>>, rusqlite::Result<Option<Item>>),
     Delete(Reply<bool>, rusqlite::Result<bool>),
+}
+
+impl Applied {
+    fn error(&self) -> Option<&rusqlite::Error> {
+        match self {
+            Self::Insert(_, Err(error))
+            | Self::Update(_, Err(error))
+            | Self::Delete(_, Err(error)) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// How the write changed the item count, or `None` when it changed no item.
+    fn count_change(&self) -> Option<i64> {
+        match self {
+            Self::Insert(_, Ok(_)) => Some(1),
+            Self::Update(_, Ok(Some(_))) => Some(0),
+            Self::Delete(_, Ok(true)) => Some(-1),
+            _ => None,
+        }
+    }
+
+    /// Answers with the write's own result: its transaction committed.
+    fn answer(self) {
+        match self {
+            Self::Insert(reply, result) => {
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+            Self::Update(reply, result) => {
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+            Self::Delete(reply, result) => {
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+        }
+    }
+
+    /// Answers with the error that rolled its transaction back.
+    fn answer_rolled_back(self, error: &rusqlite::Error) {
+        match self {
+            Self::Insert(reply, _) => {
+                let _ = reply.send(Err(copy_error(error).into()));
+            }
+            Self::Update(reply, _) => {
+                let _ = reply.send(Err(copy_error(error).into()));
+            }
+            Self::Delete(reply, _) => {
+                let _ = reply.send(Err(copy_error(error).into()));
+            }
+        }
+    }
 }
 
 fn run_writer(
@@ -813,69 +875,43 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Co
         }
         let outcome = match write {
             WriteCommand::Insert { text, reply } => Applied::Insert(reply, insert(&tx, text)),
+            WriteCommand::Update { id, text, reply } => {
+                Applied::Update(reply, update(&tx, id, text))
+            }
             WriteCommand::Delete { id, reply } => Applied::Delete(reply, delete(&tx, id)),
             other => {
                 refuse(other);
                 continue;
             }
         };
-        let failed = matches!(
-            &outcome,
-            Applied::Insert(_, Err(_)) | Applied::Delete(_, Err(_))
-        );
         // Some errors (disk full, I/O) roll back the whole transaction; nothing after them may
         // run outside it, or a write would commit while its client is told it failed.
-        if failed && tx.is_autocommit() {
-            let cause = match &outcome {
-                Applied::Insert(_, Err(error)) | Applied::Delete(_, Err(error)) => {
-                    copy_error(error)
-                }
-                _ => unreachable!("`failed` means the outcome is an error"),
-            };
-            aborted = Some(cause);
+        if let Some(error) = outcome.error()
+            && tx.is_autocommit()
+        {
+            aborted = Some(copy_error(error));
         }
         applied.push(outcome);
     }
-    let added = applied
-        .iter()
-        .filter(|outcome| matches!(outcome, Applied::Insert(_, Ok(_))))
-        .count() as i64;
-    let removed = applied
-        .iter()
-        .filter(|outcome| matches!(outcome, Applied::Delete(_, Ok(true))))
-        .count() as i64;
+    let changes: Vec<i64> = applied.iter().filter_map(Applied::count_change).collect();
     let committed = match aborted {
         Some(error) => Err(error),
         None => tx.commit(),
     };
     match committed {
         Ok(()) => {
-            if added + removed > 0 {
-                counters.items.fetch_add(added - removed, Ordering::AcqRel);
+            if !changes.is_empty() {
+                counters
+                    .items
+                    .fetch_add(changes.iter().sum(), Ordering::AcqRel);
                 counters.revision.fetch_add(1, Ordering::Release);
             }
-            for outcome in applied {
-                match outcome {
-                    Applied::Insert(reply, result) => {
-                        let _ = reply.send(result.map_err(StoreError::from));
-                    }
-                    Applied::Delete(reply, result) => {
-                        let _ = reply.send(result.map_err(StoreError::from));
-                    }
-                }
-            }
+            applied.into_iter().for_each(Applied::answer);
         }
         Err(error) => {
             tracing::error!(%error, writes = applied.len(), "write transaction failed; nothing was stored");
             for outcome in applied {
-                match outcome {
-                    Applied::Insert(reply, _) => {
-                        let _ = reply.send(Err(copy_error(&error).into()));
-                    }
-                    Applied::Delete(reply, _) => {
-                        let _ = reply.send(Err(copy_error(&error).into()));
-                    }
-                }
+                outcome.answer_rolled_back(&error);
             }
         }
     }
@@ -893,6 +929,12 @@ fn insert(tx: &Connection, text: ItemText) -> rusqlite::Result<Item> {
     })
 }
 
+fn update(tx: &Connection, id: i64, text: ItemText) -> rusqlite::Result<Option<Item>> {
+    tx.prepare_cached("UPDATE items SET text = ?1 WHERE id = ?2 RETURNING id, text, created_at")?
+        .query_row(params![text.as_str(), id], item_from_row)
+        .optional()
+}
+
 fn delete(tx: &Connection, id: i64) -> rusqlite::Result<bool> {
     let deleted = tx
         .prepare_cached("DELETE FROM items WHERE id = ?1")?
@@ -904,6 +946,9 @@ fn delete(tx: &Connection, id: i64) -> rusqlite::Result<bool> {
 fn fail(write: WriteCommand, error: &rusqlite::Error) {
     match write {
         WriteCommand::Insert { reply, .. } => {
+            let _ = reply.send(Err(copy_error(error).into()));
+        }
+        WriteCommand::Update { reply, .. } => {
             let _ = reply.send(Err(copy_error(error).into()));
         }
         WriteCommand::Delete { reply, .. } => {
@@ -920,6 +965,9 @@ fn refuse(command: WriteCommand) {
     }
     match command {
         WriteCommand::Insert { reply, .. } => {
+            let _ = reply.send(closed());
+        }
+        WriteCommand::Update { reply, .. } => {
             let _ = reply.send(closed());
         }
         WriteCommand::Delete { reply, .. } => {
@@ -997,7 +1045,10 @@ mod tests {
         let start = revision().await.unwrap();
         assert!(!store.delete(12345).await.unwrap());
         assert_eq!(revision().await, Some(start));
-        let item = store.create(ItemText::parse("a").unwrap()).await.unwrap();
+        let item = store
+            .create(ItemText::parse("a", 100).unwrap())
+            .await
+            .unwrap();
         assert_eq!(revision().await, Some(start + 1));
         assert!(store.delete(item.id).await.unwrap());
         assert_eq!(revision().await, Some(start + 2));
@@ -1008,8 +1059,14 @@ mod tests {
     async fn the_item_count_is_kept_by_the_writer_from_the_count_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        let first = store.create(ItemText::parse("a").unwrap()).await.unwrap();
-        store.create(ItemText::parse("b").unwrap()).await.unwrap();
+        let first = store
+            .create(ItemText::parse("a", 100).unwrap())
+            .await
+            .unwrap();
+        store
+            .create(ItemText::parse("b", 100).unwrap())
+            .await
+            .unwrap();
         assert!(store.delete(first.id).await.unwrap());
         assert!(!store.delete(first.id).await.unwrap());
         assert_eq!(store.status().await.item_count, Some(1));
@@ -1044,7 +1101,7 @@ mod tests {
         let store = open(dir.path()).unwrap();
         store.close().await;
         let error = store
-            .create(ItemText::parse("late").unwrap())
+            .create(ItemText::parse("late", 100).unwrap())
             .await
             .unwrap_err();
         assert!(matches!(error, StoreError::Unavailable { .. }), "{error:?}");
@@ -1059,7 +1116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
         store
-            .create(ItemText::parse("kept").unwrap())
+            .create(ItemText::parse("kept", 100).unwrap())
             .await
             .unwrap();
         store.close().await;
