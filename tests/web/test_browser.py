@@ -321,10 +321,19 @@ def deleted(browser, site, html_text):
     seen["doomed"] = doomed
     seen["focused_item"] = browser.js(
         "const a = document.activeElement; return a.closest('.item') ? Number(a.closest('.item').dataset.id) : null;")
+    seen["first_control"] = browser.js("return document.activeElement.textContent;")
+    browser.driver.switch_to.active_element.send_keys(Keys.TAB)
+    seen["second_control"] = browser.js("return document.activeElement.getAttribute('aria-label');")
     browser.driver.switch_to.active_element.send_keys(Keys.ENTER)
     browser.wait("the item to go", lambda: doomed not in ids(browser))
     seen["top"] = texts(browser)[0]
     seen["focus_on_delete"] = browser.js("return document.activeElement.classList.contains('item-delete');")
+    seen["toast"] = browser.by_id("toast").text if browser.by_id("toast").is_displayed() else None
+    browser.screenshot("desktop-undo-toast.png")
+    seen["announced"] = browser.by_id("announcer").text
+    seen["api_status_in_window"] = site.call("GET", f"/api/items/{doomed}").status
+    browser.wait("the undo window to pass", lambda: not browser.by_id("toast").is_displayed(), timeout=15)
+    browser.wait("the delete to reach the API", lambda: site.call("GET", f"/api/items/{doomed}").status == 404)
     seen["api_status"] = site.call("GET", f"/api/items/{doomed}").status
     return seen
 
@@ -338,8 +347,21 @@ def test_keyboard_focus_is_visible(deleted):
     assert style != "none" and width != "0px"
 
 
-def test_the_next_tab_reaches_the_newest_items_delete(deleted):
+def test_the_next_tab_reaches_the_newest_items_edit_then_its_delete(deleted):
     assert deleted["focused_item"] == deleted["doomed"]
+    assert (deleted["first_control"], deleted["second_control"]) == ("Edit", "Delete “Buy oat milk”")
+
+
+def test_a_delete_offers_undo_in_a_toast(deleted):
+    assert deleted["toast"] == "Deleted “Buy oat milk”.\nUndo Ctrl+Z"
+
+
+def test_a_delete_is_announced_with_how_to_undo_it(deleted):
+    assert deleted["announced"].startswith("Deleted “Buy oat milk”. To undo")
+
+
+def test_the_item_is_kept_until_the_undo_window_has_passed(deleted):
+    assert deleted["api_status_in_window"] == 200
 
 
 def test_a_deleted_item_leaves_the_list(deleted):
@@ -354,8 +376,118 @@ def test_the_api_no_longer_has_the_deleted_item(deleted):
     assert deleted["api_status"] == 404
 
 
+def row_of(b, text: str):
+    return b.js("return Array.from(document.querySelectorAll('#items .item')).find((li) => li.querySelector('.item-text').textContent === arguments[0]) || null;", text)
+
+
 @pytest.fixture(scope="module")
-def reloaded(browser, deleted):
+def undone(browser, site, deleted):
+    """Delete and undo, once with the mouse and once from the keyboard (Ctrl+Z)."""
+    target = "Seed item 090"
+    before = ids(browser)
+    original = next(item for item in site.items() if item["text"] == target)
+    seen: dict[str, Any] = {}
+    row_of(browser, target).find_element("css selector", ".item-delete").click()
+    browser.wait("the row to go", lambda: row_of(browser, target) is None)
+    browser.by_id("toast-undo").click()
+    browser.wait("the row to come back", lambda: row_of(browser, target) is not None)
+    seen["ids_after_mouse_undo"] = ids(browser)
+    seen["focus_after_undo"] = browser.js("return document.activeElement.getAttribute('aria-label');")
+    seen["toast_after_undo"] = browser.by_id("toast").is_displayed()
+    # From the keyboard: focus is on the restored row's Delete.
+    browser.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    browser.wait("the row to go again", lambda: row_of(browser, target) is None)
+    browser.driver.switch_to.active_element.send_keys(Keys.CONTROL, "z")
+    browser.wait("the row to come back again", lambda: row_of(browser, target) is not None)
+    seen["ids_after_keyboard_undo"] = ids(browser)
+    seen["announced"] = browser.by_id("announcer").text
+    time.sleep(8)  # past the undo window: nothing may be sent
+    seen["before"] = before
+    seen["api_item"] = site.call("GET", f"/api/items/{original['id']}").json()
+    seen["original"] = original
+    browser.collect("undo")
+    return seen
+
+
+def test_undo_puts_the_item_back_in_its_place(undone):
+    assert undone["ids_after_mouse_undo"] == undone["before"]
+
+
+def test_after_undo_focus_is_on_the_restored_items_delete(undone):
+    assert undone["focus_after_undo"] == "Delete “Seed item 090”"
+    assert not undone["toast_after_undo"]
+
+
+def test_ctrl_z_undoes_a_delete_from_the_keyboard(undone):
+    assert undone["ids_after_keyboard_undo"] == undone["before"]
+    assert undone["announced"] == "Restored “Seed item 090”."
+
+
+def test_an_undone_delete_keeps_the_items_id_and_creation_time(undone):
+    assert undone["api_item"] == undone["original"]
+
+
+@pytest.fixture(scope="module")
+def edited(browser, site, undone):
+    """Edit in place: Enter saves, Escape cancels, blank text is refused on the row."""
+    target = "Seed item 080"
+    original = next(item for item in site.items() if item["text"] == target)
+    row_of(browser, target).find_element("css selector", ".item-edit").click()
+    field = browser.driver.switch_to.active_element
+    seen: dict[str, Any] = {"field_value": field.get_attribute("value"), "field_class": field.get_attribute("class")}
+    field.send_keys(" (edited)", Keys.ENTER)
+    browser.wait("the edit to save", lambda: row_of(browser, "Seed item 080 (edited)") is not None)
+    seen["focus_after_save"] = browser.js("return document.activeElement.getAttribute('aria-label');")
+    seen["api_item"] = site.call("GET", f"/api/items/{original['id']}").json()
+    seen["original"] = original
+    row = row_of(browser, "Seed item 080 (edited)")
+    row.find_element("css selector", ".item-edit").click()
+    field = browser.driver.switch_to.active_element
+    field.send_keys(" and more", Keys.ESCAPE)
+    browser.wait("the edit to close", lambda: not browser.js("return document.querySelector('.item.is-editing') !== null;"))
+    seen["text_after_escape"] = row.find_element("css selector", ".item-text").text
+    seen["focus_after_escape"] = browser.js("return document.activeElement.textContent;")
+    row.find_element("css selector", ".item-edit").click()
+    field = browser.driver.switch_to.active_element
+    field.clear()
+    field.send_keys("   ", Keys.ENTER)
+    browser.wait("the refusal", lambda: row.find_elements("css selector", ".item-error") != [])
+    seen["refusal"] = row.find_element("css selector", ".item-error").text
+    seen["invalid"] = field.get_attribute("aria-invalid")
+    seen["still_editing"] = "is-editing" in row.get_attribute("class")
+    browser.js("arguments[0].scrollIntoView({block: 'center'});", row)
+    browser.screenshot("desktop-edit-refused.png")
+    field.send_keys(Keys.ESCAPE)
+    seen["api_after_refusal"] = site.call("GET", f"/api/items/{original['id']}").json()["text"]
+    browser.collect("edit", allowed=(r"/api/items/\d+ - Failed to load resource: the server responded with a status of 400",))
+    return seen
+
+
+def test_edit_opens_a_field_with_the_items_text(edited):
+    assert edited["field_value"] == "Seed item 080" and "item-edit-field" in edited["field_class"]
+
+
+def test_enter_saves_the_edit_keeping_the_id_and_creation_time(edited):
+    assert edited["api_item"] == {**edited["original"], "text": "Seed item 080 (edited)"}
+
+
+def test_after_saving_focus_returns_to_the_items_edit(edited):
+    assert edited["focus_after_save"] == "Edit “Seed item 080 (edited)”"
+
+
+def test_escape_cancels_an_edit(edited):
+    assert edited["text_after_escape"] == "Seed item 080 (edited)"
+    assert edited["focus_after_escape"] == "Edit"
+
+
+def test_a_blank_edit_is_refused_on_its_row_in_plain_words(edited):
+    assert edited["refusal"].startswith("Not saved: an item needs some text")
+    assert edited["invalid"] == "true" and edited["still_editing"]
+    assert edited["api_after_refusal"] == "Seed item 080 (edited)"
+
+
+@pytest.fixture(scope="module")
+def reloaded(browser, edited):
     browser.reload("delete")
     wait_list_ready(browser)
     seen: dict[str, Any] = {"texts": texts(browser)}

@@ -15,6 +15,8 @@
   const PROBE_FIRST_DELAY_MS = 1000;
   const PROBE_MAX_DELAY_MS = 15000;
   const CLOCK_TICK_MS = 30000;
+  // How long a delete can be undone: the DELETE is sent only when this has passed.
+  const UNDO_MS = 7000;
   // Statuses that mean "the API is not there" rather than "the API said no".
   const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
@@ -32,6 +34,9 @@
     list: byId("items"),
     loadMore: byId("load-more"),
     announcer: byId("announcer"),
+    toast: byId("toast"),
+    toastText: byId("toast-text"),
+    toastUndo: byId("toast-undo"),
   };
 
   function byId(id) {
@@ -206,14 +211,40 @@
     }
     body.append(text, time);
 
+    const actions = document.createElement("div");
+    actions.className = "item-actions";
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.className = "button button-quiet item-edit";
+    edit.textContent = "Edit";
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "button button-danger item-delete";
     remove.textContent = "Delete";
-    remove.setAttribute("aria-label", `Delete “${shorten(item.text, 60)}”`);
+    actions.append(edit, remove);
 
-    li.append(body, remove);
+    li.append(body, actions);
+    labelRow(li, item.text);
     return li;
+  }
+
+  // Names the row's buttons after its text, shortened as a screen reader should hear it.
+  function labelRow(li, text) {
+    li.querySelector(".item-edit").setAttribute("aria-label", `Edit “${shorten(text, 60)}”`);
+    li.querySelector(".item-delete").setAttribute("aria-label", `Delete “${shorten(text, 60)}”`);
+  }
+
+  function setRowText(li, text) {
+    li.querySelector(".item-text").textContent = text;
+    labelRow(li, text);
+  }
+
+  // Puts a row back in its place in the list (newest first).
+  function insertRow(li, id) {
+    const after = Array.from(el.list.children).find((row) => Number(row.dataset.id) < id);
+    el.list.insertBefore(li, after || null);
+    rows.set(id, li);
+    oldestId = oldestId === null ? id : Math.min(oldestId, id);
   }
 
   function shorten(text, max) {
@@ -223,7 +254,7 @@
   function addRows(items, where) {
     const fragment = document.createDocumentFragment();
     for (const item of items) {
-      if (rows.has(item.id)) {
+      if (rows.has(item.id) || pendingDeletes.has(item.id)) {
         continue;
       }
       const li = renderItem(item);
@@ -446,49 +477,242 @@
     }
   }
 
-  async function onListClick(event) {
-    const button = event.target.closest(".item-delete");
+  function onListClick(event) {
+    const button = event.target.closest("button");
     if (!button || !el.list.contains(button)) {
       return;
     }
     const li = button.closest(".item");
-    const id = Number(li.dataset.id);
-    const text = li.querySelector(".item-text").textContent;
-    button.disabled = true;
-    showListNotice("");
-    try {
-      await request(`api/items/${encodeURIComponent(id)}`, { method: "DELETE" });
-      removeRow(li, id);
-      announce(`Deleted: ${text}`);
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) {
-        removeRow(li, id);
-        announce("That item had already been deleted.");
-        return;
-      }
-      button.disabled = false;
-      handleListError(error, "delete the item");
+    if (button.classList.contains("item-delete")) {
+      deleteWithUndo(li);
+    } else if (button.classList.contains("item-edit")) {
+      startEditing(li);
+    } else if (button.classList.contains("item-cancel")) {
+      stopEditing(li);
     }
   }
 
-  function removeRow(clicked, id) {
+  // A delete is undoable: the row leaves at once, and the DELETE is sent only once the undo
+  // window has passed (or the page is being left), so an undone delete never reached the server
+  // and the item keeps its id and creation time.
+  const pendingDeletes = new Map(); // item id -> {li, text, timer}
+  let toastFor = null; // the item id the toast offers to restore
+
+  function deleteWithUndo(li) {
+    const id = Number(li.dataset.id);
+    const text = li.querySelector(".item-text").textContent;
+    showListNotice("");
+    clearRowError(li);
+    const timer = setTimeout(() => sendDelete(id), UNDO_MS);
+    pendingDeletes.set(id, { li, text, timer });
+    removeRow(li, id);
+    showToast(id, text);
+    announce(`Deleted “${shorten(text, 60)}”. To undo, press Control Z or the Undo button.`);
+  }
+
+  function undoDelete(id) {
+    const pending = pendingDeletes.get(id);
+    if (!pending) {
+      return;
+    }
+    clearTimeout(pending.timer);
+    pendingDeletes.delete(id);
+    hideToast(id);
+    insertRow(pending.li, id);
+    updateListChrome();
+    pending.li.querySelector(".item-delete").focus();
+    announce(`Restored “${shorten(pending.text, 60)}”.`);
+  }
+
+  async function sendDelete(id) {
+    const pending = pendingDeletes.get(id);
+    if (!pending) {
+      return;
+    }
+    hideToast(id);
+    try {
+      await request(`api/items/${encodeURIComponent(id)}`, { method: "DELETE" });
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) {
+        // Not deleted: the item comes back, with the reason on its row.
+        pendingDeletes.delete(id);
+        insertRow(pending.li, id);
+        updateListChrome();
+        const reason = error instanceof UnavailableError
+          ? "Not deleted: the list cannot be reached right now. Try again in a moment."
+          : "Not deleted: something went wrong. Try again.";
+        showRowError(pending.li, reason);
+        announce(`“${shorten(pending.text, 60)}” was not deleted.`);
+        if (error instanceof UnavailableError) {
+          showUnavailable();
+        }
+        return;
+      }
+    }
+    pendingDeletes.delete(id);
     deletedSinceReload.add(id);
     localChanges += 1;
-    // A reload while the DELETE was under way may have replaced the clicked row with a fresh one.
-    const li = rows.get(id) || clicked;
+  }
+
+  // Leaving the page ends the undo window: what is still pending is sent now.
+  function sendPendingDeletes() {
+    for (const [id, pending] of pendingDeletes) {
+      clearTimeout(pending.timer);
+      fetch(`api/items/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true }).catch(() => {});
+    }
+    pendingDeletes.clear();
+  }
+
+  function showToast(id, text) {
+    toastFor = id;
+    el.toastText.textContent = `Deleted “${shorten(text, 60)}”.`;
+    el.toast.hidden = false;
+  }
+
+  function hideToast(id) {
+    if (toastFor === id) {
+      toastFor = null;
+      el.toast.hidden = true;
+    }
+  }
+
+  function removeRow(li, id) {
     // Keyboard users keep their place: focus moves to the neighbouring item, or to the input.
     const next = li.nextElementSibling || li.previousElementSibling;
     const hadFocus = li.contains(document.activeElement) || document.activeElement === document.body;
     rows.delete(id);
-    clicked.remove();
     li.remove();
     if (hadFocus) {
-      (next ? next.querySelector("button") : el.input).focus();
+      (next ? next.querySelector(".item-delete") : el.input).focus();
     }
     if (rows.size === 0 && hasMore) {
       loadFirstPage();
     } else {
       updateListChrome();
+    }
+  }
+
+  function showRowError(li, message) {
+    let error = li.querySelector(".item-error");
+    if (!error) {
+      error = document.createElement("p");
+      error.className = "item-error";
+      li.querySelector(".item-body").append(error);
+    }
+    error.textContent = message;
+  }
+
+  function clearRowError(li) {
+    const error = li.querySelector(".item-error");
+    if (error) {
+      error.remove();
+    }
+  }
+
+  // ---- Editing an item in place --------------------------------------------------------------
+
+  function startEditing(li) {
+    if (li.classList.contains("is-editing")) {
+      return;
+    }
+    const text = li.querySelector(".item-text").textContent;
+    clearRowError(li);
+    const form = document.createElement("form");
+    form.className = "item-edit-form";
+    form.noValidate = true;
+    const field = document.createElement("input");
+    field.type = "text";
+    field.className = "field item-edit-field";
+    field.dir = "auto";
+    field.enterKeyHint = "done";
+    field.value = text;
+    field.setAttribute("aria-label", `Edit “${shorten(text, 60)}”`);
+    const save = document.createElement("button");
+    save.type = "submit";
+    save.className = "button button-primary item-save";
+    save.textContent = "Save";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "button button-quiet item-cancel";
+    cancel.textContent = "Cancel";
+    const buttons = document.createElement("div");
+    buttons.className = "item-edit-buttons";
+    buttons.append(save, cancel);
+    form.append(field, buttons);
+    li.querySelector(".item-body").append(form);
+    li.classList.add("is-editing");
+    field.focus();
+    field.setSelectionRange(field.value.length, field.value.length);
+  }
+
+  function stopEditing(li) {
+    const form = li.querySelector(".item-edit-form");
+    if (form) {
+      form.remove();
+    }
+    clearRowError(li);
+    li.classList.remove("is-editing");
+    li.querySelector(".item-edit").focus();
+  }
+
+  async function onEditSubmit(event) {
+    const form = event.target.closest(".item-edit-form");
+    if (!form) {
+      return;
+    }
+    event.preventDefault();
+    const li = form.closest(".item");
+    const id = Number(li.dataset.id);
+    const field = form.querySelector(".item-edit-field");
+    const save = form.querySelector(".item-save");
+    if (save.getAttribute("aria-disabled") === "true") {
+      return;
+    }
+    save.setAttribute("aria-disabled", "true");
+    try {
+      const item = await request(`api/items/${encodeURIComponent(id)}`, {
+        method: "PATCH",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ text: field.value }),
+      });
+      localChanges += 1;
+      setRowText(li, item.text);
+      stopEditing(li);
+      announce(`Saved “${shorten(item.text, 60)}”.`);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        removeRow(li, id);
+        announce("That item was deleted elsewhere.");
+        return;
+      }
+      field.setAttribute("aria-invalid", error instanceof ApiError && error.status < 500 ? "true" : "false");
+      showRowError(li, editFailure(error));
+      if (error instanceof UnavailableError) {
+        showUnavailable();
+      }
+      field.focus();
+    } finally {
+      save.removeAttribute("aria-disabled");
+    }
+  }
+
+  function editFailure(error) {
+    if (error instanceof UnavailableError) {
+      return "Not saved: the list cannot be reached right now. Try again in a moment.";
+    }
+    if (error instanceof ApiError && error.status === 400) {
+      return "Not saved: an item needs some text. Press Escape to keep it as it was.";
+    }
+    if (error instanceof ApiError && error.status === 422) {
+      return "Not saved: that text is too long for an item.";
+    }
+    return "Not saved: something went wrong. Try again.";
+  }
+
+  function onEditKeydown(event) {
+    if (event.key === "Escape" && event.target.classList.contains("item-edit-field")) {
+      event.preventDefault();
+      stopEditing(event.target.closest(".item"));
     }
   }
 
@@ -567,14 +791,18 @@
     }
     let added = 0;
     for (const item of page) {
-      if (rows.has(item.id)) {
+      const shown = rows.get(item.id);
+      if (shown) {
+        // Edited elsewhere; a row being edited here keeps what its user is writing.
+        if (!shown.classList.contains("is-editing") && shown.querySelector(".item-text").textContent !== item.text) {
+          setRowText(shown, item.text);
+        }
         continue;
       }
-      const li = renderItem(item);
-      // Newest first: before the first row with a lower id.
-      const after = Array.from(el.list.children).find((row) => Number(row.dataset.id) < item.id);
-      el.list.insertBefore(li, after || null);
-      rows.set(item.id, li);
+      if (pendingDeletes.has(item.id)) {
+        continue;
+      }
+      insertRow(renderItem(item), item.id);
       added += 1;
     }
     oldestId = rows.size === 0 ? null : Math.min(...rows.keys());
@@ -681,6 +909,17 @@
     }
   });
   el.list.addEventListener("click", onListClick);
+  el.list.addEventListener("submit", onEditSubmit);
+  el.list.addEventListener("keydown", onEditKeydown);
+  el.toastUndo.addEventListener("click", () => undoDelete(toastFor));
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLTextAreaElement;
+    if (toastFor !== null && !typing && (event.ctrlKey || event.metaKey) && !event.shiftKey && event.key.toLowerCase() === "z") {
+      event.preventDefault();
+      undoDelete(toastFor);
+    }
+  });
+  window.addEventListener("pagehide", sendPendingDeletes);
   el.loadMore.addEventListener("click", () => loadMore());
   el.listRetry.addEventListener("click", () => loadFirstPage());
   el.retryNow.addEventListener("click", () => {
