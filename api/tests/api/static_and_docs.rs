@@ -43,6 +43,41 @@ async fn with_static_dir_the_page_is_served_at_the_root_beside_the_api() {
 }
 
 #[tokio::test]
+async fn the_page_is_served_gzipped_and_cached_as_the_nginx_tier_serves_it() {
+    let app = TestApp::spawn_with(|config| config.static_dir = Some(web_static())).await;
+    for (path, cache_control) in [
+        ("/", "no-cache"),
+        ("/app.js", "public, max-age=600"),
+        ("/app.css", "public, max-age=600"),
+        ("/favicon.svg", "public, max-age=86400"),
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["cache-control"], cache_control, "{path}");
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
+        let validator = response.headers()["last-modified"].clone();
+        // A revalidation is a 304 that keeps the policy.
+        let again = app
+            .client
+            .get(app.url(path))
+            .header("if-modified-since", validator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["cache-control"], cache_control, "{path}");
+    }
+    let plain = app.get("/app.js").await;
+    assert!(plain.headers().get("content-encoding").is_none());
+}
+
+#[tokio::test]
 async fn the_openapi_document_is_3_1_and_describes_every_route() {
     let app = TestApp::spawn_with(|config| config.build_version = "2.3.4".into()).await;
     let response = app.get("/api/openapi.json").await;
@@ -56,7 +91,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
     assert_eq!(spec["info"]["version"], "2.3.4");
     for (path, methods) in [
         ("/api/items", &["get", "post"][..]),
-        ("/api/items/{id}", &["get", "delete"]),
+        ("/api/items/{id}", &["get", "patch", "delete"]),
         ("/api/healthz", &["get"]),
         ("/api/health", &["get"]),
     ] {
