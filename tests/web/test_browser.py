@@ -73,6 +73,17 @@ def browser(artifacts):
         b.close()
 
 
+TEXT_LIMIT = 2000
+
+
+@pytest.fixture(scope="module")
+def api(make_api):
+    """This module's API, with a text limit small enough to reach by typing."""
+    process = make_api(MAX_TEXT_CHARS=str(TEXT_LIMIT))
+    process.start()
+    return process
+
+
 @pytest.fixture(scope="module")
 def site(web):
     return Api(web.url)
@@ -736,13 +747,88 @@ def test_after_the_last_page_focus_moves_to_its_first_item(page_ends):
     assert page_ends["focused_item"] == 2 * PAGE_SIZE
 
 
-def test_zero_unexpected_console_errors_in_the_whole_run(browser, page_ends):
+LONG_TEXT = "\n".join(f"Line {n}: " + " ".join(["many words"] * 12) for n in range(1, 13))
+
+
+@pytest.fixture(scope="module")
+def long_text(browser, site, page_ends):
+    """A long item is collapsed with Show more; the field counts characters near the limit."""
+    stored = site.call("POST", "/api/items", {"text": LONG_TEXT})
+    assert stored.status == 201
+    browser.reload("page ends")
+    wait_list_ready(browser)
+    row = browser.wait("the long row", lambda: row_of(browser, LONG_TEXT))
+    text = row.find_element("css selector", ".item-text")
+    toggle = row.find_element("css selector", ".item-more")
+    clipped = "return arguments[0].scrollHeight > arguments[0].clientHeight + 1;"
+    seen: dict[str, Any] = {"clipped": browser.js(clipped, text), "toggle": (toggle.text, toggle.get_attribute("aria-expanded"))}
+    browser.js("arguments[0].scrollIntoView({block: 'center'});", row)
+    browser.screenshot("desktop-long-item-collapsed.png")
+    toggle.send_keys(Keys.ENTER)
+    seen["expanded"] = (browser.js(clipped, text), toggle.text, toggle.get_attribute("aria-expanded"))
+    toggle.click()
+    seen["collapsed_again"] = browser.js(clipped, text)
+
+    field = browser.by_id("item-text")
+    typed = "return (() => { const f = document.getElementById('item-text'); f.value = arguments[0]; f.dispatchEvent(new Event('input')); return document.getElementById('char-count'); })();"
+    counter = browser.js(typed, "x" * 1000)
+    seen["counter_far"] = counter.is_displayed()
+    browser.js(typed, "x" * 1850)
+    seen["counter_near"] = counter.text
+    browser.js(typed, "ü" * 2050)
+    seen["counter_over"] = counter.text
+    before = len(site.items())
+    field.send_keys(Keys.ENTER)
+    browser.wait("the refusal", lambda: browser.by_id("form-error").text != "")
+    seen["refusal"] = browser.by_id("form-error").text
+    seen["posted"] = len(site.items()) - before
+    browser.screenshot("desktop-text-too-long.png")
+    # A long text that fits: the announcement is shortened like the labels.
+    browser.js(typed, "y" * 1990)
+    field.send_keys(Keys.ENTER)
+    browser.wait("the long item", lambda: texts(browser)[0] == "y" * 1990)
+    seen["announced"] = browser.by_id("announcer").text
+    browser.collect("long text")
+    return seen
+
+
+def test_a_long_item_is_collapsed_with_show_more(long_text):
+    assert long_text["clipped"] and long_text["toggle"] == ("Show more", "false")
+
+
+def test_show_more_shows_all_of_it_and_show_less_collapses_it(long_text):
+    assert long_text["expanded"] == (False, "Show less", "true")
+    assert long_text["collapsed_again"]
+
+
+def test_the_counter_stays_away_from_short_texts(long_text):
+    assert not long_text["counter_far"]
+
+
+def test_the_counter_appears_near_the_limit(long_text):
+    assert long_text["counter_near"] == "1,850 of 2,000 characters"
+
+
+def test_the_counter_counts_characters_not_bytes_over_the_limit(long_text):
+    assert long_text["counter_over"] == "50 characters too many (at most 2,000)"
+
+
+def test_a_text_over_the_limit_is_refused_before_sending(long_text):
+    assert long_text["refusal"] == "Too long: an item holds at most 2,000 characters."
+    assert long_text["posted"] == 0
+
+
+def test_announcements_of_long_items_are_shortened(long_text):
+    assert long_text["announced"] == f"Added “{'y' * 59}…”."
+
+
+def test_zero_unexpected_console_errors_in_the_whole_run(browser, long_text):
     assert browser.console_errors == []
 
 
-def test_zero_uncaught_page_errors_in_the_whole_run(browser, page_ends):
+def test_zero_uncaught_page_errors_in_the_whole_run(browser, long_text):
     assert browser.page_errors == []
 
 
-def test_zero_csp_violations_in_the_whole_run(browser, page_ends):
+def test_zero_csp_violations_in_the_whole_run(browser, long_text):
     assert browser.csp_violations == []

@@ -17,6 +17,11 @@
   const CLOCK_TICK_MS = 30000;
   // How long a delete can be undone: the DELETE is sent only when this has passed.
   const UNDO_MS = 7000;
+  // Longer texts are shown collapsed to a few lines, with "Show more".
+  const LONG_TEXT_CHARS = 400;
+  const LONG_TEXT_LINES = 6;
+  // The length counter appears once a text reaches this share of the limit.
+  const COUNTER_FROM = 0.9;
   // Statuses that mean "the API is not there" rather than "the API said no".
   const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
@@ -34,6 +39,7 @@
     list: byId("items"),
     loadMore: byId("load-more"),
     announcer: byId("announcer"),
+    counter: byId("char-count"),
     toast: byId("toast"),
     toastText: byId("toast-text"),
     toastUndo: byId("toast-undo"),
@@ -225,6 +231,7 @@
 
     li.append(body, actions);
     labelRow(li, item.text);
+    fitLongText(li, item.text);
     return li;
   }
 
@@ -237,6 +244,35 @@
   function setRowText(li, text) {
     li.querySelector(".item-text").textContent = text;
     labelRow(li, text);
+    fitLongText(li, text);
+  }
+
+  // A long text is collapsed, with a button that shows all of it (and collapses it again).
+  function fitLongText(li, text) {
+    const long = text.length > LONG_TEXT_CHARS || text.split("\n").length > LONG_TEXT_LINES;
+    const paragraph = li.querySelector(".item-text");
+    let toggle = li.querySelector(".item-more");
+    if (!long) {
+      paragraph.classList.remove("is-collapsed");
+      if (toggle) {
+        toggle.remove();
+      }
+      return;
+    }
+    if (!toggle) {
+      toggle = document.createElement("button");
+      toggle.type = "button";
+      toggle.className = "button button-quiet item-more";
+      paragraph.after(toggle);
+    }
+    setCollapsed(li, true);
+  }
+
+  function setCollapsed(li, collapsed) {
+    li.querySelector(".item-text").classList.toggle("is-collapsed", collapsed);
+    const toggle = li.querySelector(".item-more");
+    toggle.textContent = collapsed ? "Show more" : "Show less";
+    toggle.setAttribute("aria-expanded", collapsed ? "false" : "true");
   }
 
   // Puts a row back in its place in the list (newest first).
@@ -418,6 +454,43 @@
 
   // ---- Adding and deleting -------------------------------------------------------------------
 
+  // The longest text the API takes (its documented maxLength), once known.
+  let textLimit = null;
+
+  async function loadTextLimit() {
+    try {
+      const spec = await request("api/openapi.json");
+      const limit = spec.components.schemas.CreateItem.properties.text.maxLength;
+      textLimit = Number.isInteger(limit) && limit > 0 ? limit : null;
+    } catch (_) {
+      textLimit = null; // no counter, and the API still says no to a text that is too long
+    }
+    updateCounter();
+  }
+
+  // Characters as the API counts them (code points, not UTF-16 units).
+  function characters(text) {
+    let count = 0;
+    for (const _ of text) {
+      count += 1;
+    }
+    return count;
+  }
+
+  function updateCounter() {
+    const used = textLimit === null ? 0 : characters(el.input.value.trim());
+    const near = textLimit !== null && used >= textLimit * COUNTER_FROM;
+    el.counter.hidden = !near;
+    if (!near) {
+      return;
+    }
+    const over = used - textLimit;
+    el.counter.classList.toggle("is-over", over > 0);
+    el.counter.textContent = over > 0
+      ? `${over.toLocaleString("en")} characters too many (at most ${textLimit.toLocaleString("en")})`
+      : `${used.toLocaleString("en")} of ${textLimit.toLocaleString("en")} characters`;
+  }
+
   let adding = false;
   // A POST that got no real answer may still have been committed; the reload on recovery tells.
   let addUncertain = false;
@@ -437,6 +510,12 @@
     showFormError("", false);
     addUncertain = false;
     const text = el.input.value;
+    if (textLimit !== null && characters(text.trim()) > textLimit) {
+      showFormError(`Too long: an item holds at most ${textLimit.toLocaleString("en")} characters.`, true);
+      adding = false;
+      el.addButton.disabled = false;
+      return;
+    }
     try {
       // The API trims and validates; its `detail` is what the user sees (e.g. for blank text).
       const item = await request("api/items", {
@@ -454,7 +533,7 @@
         li.classList.add("is-new");
       }
       updateListChrome();
-      announce(`Added: ${item.text}`);
+      announce(`Added “${shorten(item.text, 60)}”.`);
     } catch (error) {
       if (error instanceof UnavailableError) {
         // A request that timed out (or a 504) may have been committed all the same.
@@ -489,6 +568,8 @@
       startEditing(li);
     } else if (button.classList.contains("item-cancel")) {
       stopEditing(li);
+    } else if (button.classList.contains("item-more")) {
+      setCollapsed(li, button.getAttribute("aria-expanded") === "true");
     }
   }
 
@@ -907,6 +988,7 @@
     if (el.formError.textContent !== "") {
       showFormError("", false);
     }
+    updateCounter();
   });
   el.list.addEventListener("click", onListClick);
   el.list.addEventListener("submit", onEditSubmit);
@@ -949,5 +1031,6 @@
     el.input.focus();
   }
   loadFirstPage();
+  loadTextLimit();
   scheduleLiveCheck(LIVE_CHECK_MS);
 })();
