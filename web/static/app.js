@@ -219,20 +219,23 @@
 
     const actions = document.createElement("div");
     actions.className = "item-actions";
-    const edit = document.createElement("button");
-    edit.type = "button";
-    edit.className = "button button-quiet item-edit";
-    edit.textContent = "Edit";
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.className = "button button-danger item-delete";
-    remove.textContent = "Delete";
-    actions.append(edit, remove);
+    actions.append(
+      makeButton("button", "button-quiet item-edit", "Edit"),
+      makeButton("button", "button-danger item-delete", "Delete"),
+    );
 
     li.append(body, actions);
     labelRow(li, item.text);
     fitLongText(li, item.text);
     return li;
+  }
+
+  function makeButton(type, classes, label) {
+    const button = document.createElement("button");
+    button.type = type;
+    button.className = `button ${classes}`;
+    button.textContent = label;
+    return button;
   }
 
   // Names the row's buttons after its text, shortened as a screen reader should hear it.
@@ -260,9 +263,7 @@
       return;
     }
     if (!toggle) {
-      toggle = document.createElement("button");
-      toggle.type = "button";
-      toggle.className = "button button-quiet item-more";
+      toggle = makeButton("button", "button-quiet item-more", "Show more");
       paragraph.after(toggle);
     }
     setCollapsed(li, true);
@@ -708,17 +709,12 @@
     field.enterKeyHint = "done";
     field.value = text;
     field.setAttribute("aria-label", `Edit “${shorten(text, 60)}”`);
-    const save = document.createElement("button");
-    save.type = "submit";
-    save.className = "button button-primary item-save";
-    save.textContent = "Save";
-    const cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.className = "button button-quiet item-cancel";
-    cancel.textContent = "Cancel";
     const buttons = document.createElement("div");
     buttons.className = "item-edit-buttons";
-    buttons.append(save, cancel);
+    buttons.append(
+      makeButton("submit", "button-primary item-save", "Save"),
+      makeButton("button", "button-quiet item-cancel", "Cancel"),
+    );
     form.append(field, buttons);
     li.querySelector(".item-body").append(form);
     li.classList.add("is-editing");
