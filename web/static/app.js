@@ -55,11 +55,14 @@
 
   // ---- API access ----------------------------------------------------------------------------
 
+  // What the API said no with. `message` is for logs; the page words its own messages, and
+  // `reference` (the request id) is what support can look up.
   class ApiError extends Error {
-    constructor(status, message) {
+    constructor(status, message, reference) {
       super(message);
       this.name = "ApiError";
       this.status = status;
+      this.reference = reference;
     }
   }
 
@@ -96,7 +99,7 @@
     apiAnswered(response.ok);
     const body = await readJson(response);
     if (!response.ok) {
-      throw new ApiError(response.status, detailMessage(body, response.status));
+      throw new ApiError(response.status, detailMessage(body, response.status), response.headers.get("X-Request-Id") || "");
     }
     return body;
   }
@@ -330,13 +333,14 @@
     if (error instanceof UnavailableError) {
       showUnavailable();
       if (rows.size === 0) {
-        setListStatus("unavailable", "The items will appear here when the API is back.");
+        setListStatus("unavailable", "The items will appear here as soon as the list can be reached.");
       }
     } else if (error instanceof ApiError) {
+      const message = `Could not ${what}. Try again in a moment${withReference(error)}.`;
       if (rows.size === 0) {
-        setListStatus("error", `Could not ${what}: ${error.message}`);
+        setListStatus("error", message);
       } else {
-        showListNotice(`Could not ${what}: ${error.message}`);
+        showListNotice(message);
       }
     } else {
       setListStatus("error", `Could not ${what}.`);
@@ -362,9 +366,8 @@
       hasMore = items.length > PAGE_SIZE;
       showListNotice("");
       updateListChrome();
-      if (addUncertain) {
-        addUncertain = false;
-        showFormError("The API is back and the list is up to date. If your item is not in it, add it again.", false);
+      if (uncertainAdd) {
+        settleUncertainAdd(items);
       }
     } catch (error) {
       if (generation === listGeneration) {
@@ -493,8 +496,42 @@
   }
 
   let adding = false;
-  // A POST that got no real answer may still have been committed; the reload on recovery tells.
-  let addUncertain = false;
+  // A POST that got no real answer may still have been committed: its text and the newest id
+  // shown when it was sent. The reload on recovery looks for it and says which it was.
+  let uncertainAdd = null;
+
+  function withReference(error) {
+    return error.reference ? ` (reference ${error.reference.slice(0, 8)})` : "";
+  }
+
+  function settleUncertainAdd(items) {
+    const { text, newestBefore } = uncertainAdd;
+    uncertainAdd = null;
+    const stored = items.find((item) => item.id > newestBefore && item.text === text);
+    if (stored) {
+      if (el.input.value.trim() === text) {
+        el.input.value = "";
+      }
+      showFormError(`Your item “${shorten(text, 60)}” was saved after all.`, false);
+    } else {
+      if (el.input.value.trim() === "") {
+        el.input.value = text;
+      }
+      showFormError(`Your item “${shorten(text, 60)}” was not saved. It is back in the field: press Enter to add it.`, false);
+    }
+    updateCounter();
+  }
+
+  // What to say when the API refused an add, in the user's words.
+  function addFailure(error) {
+    if (error.status === 400) {
+      return "Write something first: an item cannot be empty.";
+    }
+    if (error.status === 413 || error.status === 422) {
+      return "That text is too long for an item.";
+    }
+    return `The item was not saved. Try again in a moment${withReference(error)}.`;
+  }
 
   function showFormError(message, invalid) {
     el.formError.textContent = message;
@@ -509,7 +546,7 @@
     adding = true;
     el.addButton.disabled = true;
     showFormError("", false);
-    addUncertain = false;
+    uncertainAdd = null;
     const text = el.input.value;
     if (textLimit !== null && characters(text.trim()) > textLimit) {
       showFormError(`Too long: an item holds at most ${textLimit.toLocaleString("en")} characters.`, true);
@@ -538,14 +575,14 @@
     } catch (error) {
       if (error instanceof UnavailableError) {
         // A request that timed out (or a 504) may have been committed all the same.
-        addUncertain = true;
+        uncertainAdd = { text: text.trim(), newestBefore: rows.size === 0 ? 0 : Math.max(...rows.keys()) };
         showUnavailable();
         showFormError(
-          "The API is unavailable, so the item may not have been saved. The list will reload to check when the API is back.",
+          "The list cannot be reached right now, so your item may not be saved yet. This page will check as soon as the list is back.",
           false,
         );
       } else if (error instanceof ApiError) {
-        showFormError(error.message, error.status < 500);
+        showFormError(addFailure(error), error.status < 500);
       } else {
         showFormError("Something went wrong; the item was not saved.", false);
         throw error;
@@ -952,7 +989,7 @@
     if (unavailable) {
       unavailable = false;
       el.banner.hidden = true;
-      announce("The API is back.");
+      announce("The list can be reached again.");
     }
     loadFirstPage();
   }
