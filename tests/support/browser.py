@@ -98,6 +98,19 @@ class Browser:
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
         )
 
+    def audit(self, axe_script: str | None) -> list[str] | None:
+        """axe-core's WCAG 2.2 A/AA violations in the page as it is now, one line each (rule, the
+        elements); None when axe-core is not installed."""
+        if axe_script is None:
+            return None
+        self.js(axe_script)
+        result = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']},"
+            " resultTypes: ['violations']}).then((r) => done(r.violations.map("
+            "  (v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)), (e) => done([`axe failed: ${e}`]));")
+        return list(result)
+
     def touch(self, enabled: bool) -> None:
         """A touch screen as the primary pointer (`pointer: coarse`), or back to none."""
         self.driver.execute_cdp_cmd("Emulation.setTouchEmulationEnabled", {"enabled": enabled, "maxTouchPoints": 5})

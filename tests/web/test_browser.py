@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support import http
-from support.tools import require_tool
+from support.tools import require_tool, unavailable
 
 pytest.importorskip("selenium", reason="the pinned Python packages: .venv/bin/pip install -r .ci/requirements.txt")
 from selenium.webdriver.common.keys import Keys  # noqa: E402 (only once selenium is known to be there)
@@ -58,6 +59,13 @@ def ids(b) -> list[int]:
 
 def wait_list_ready(b, timeout: float = 10) -> None:
     b.wait("the list to finish loading", lambda: b.js(LIST_READY), timeout)
+
+
+AXE = Path(__file__).resolve().parents[1] / "browser-tools" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_SCRIPT = AXE.read_text() if AXE.is_file() else None
+# The page's states checked with axe-core, in the order the phases reach them.
+AUDITED_STATES = ["empty", "first page", "blank text refused", "undo toast", "edit refused", "outage banner",
+                  "phone", "phone dark", "text too long"]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +110,7 @@ def empty(browser, web, site):
     seen["status_text"] = browser.by_id("list-status").text
     seen["load_more_shown"] = browser.by_id("load-more").is_displayed()
     browser.screenshot("desktop-empty.png")
+    browser.audits = {"empty": browser.audit(AXE_SCRIPT)}
     browser.collect("empty")
     return seen
 
@@ -174,6 +183,7 @@ def first_page(browser, site, csp_control):
     browser.wait("the second page", lambda: len(texts(browser)) == seen["expected_after_more"])
     seen["ids_after_more"] = ids(browser)
     seen["load_more_after_last_page"] = more.is_displayed()
+    browser.audits["first page"] = browser.audit(AXE_SCRIPT)
     browser.collect("first page")
     return seen
 
@@ -264,6 +274,7 @@ def blank_text(browser, empty, added):
     browser.wait("the inline error", lambda: browser.by_id("form-error").text != "")
     seen = {"shown": browser.by_id("form-error").text, "invalid": field.get_attribute("aria-invalid"),
             "top": texts(browser)[0], "focus": browser.active_id()}
+    browser.audits["blank text refused"] = browser.audit(AXE_SCRIPT)
     seen["provoked"] = browser.collect(
         "blank", allowed=(r"/api/items - Failed to load resource: the server responded with a status of 400",))
     field.send_keys(Keys.CONTROL, "a")
@@ -343,6 +354,7 @@ def deleted(browser, site, html_text):
     seen["focus_on_delete"] = browser.js("return document.activeElement.classList.contains('item-delete');")
     seen["toast"] = browser.by_id("toast").text if browser.by_id("toast").is_displayed() else None
     browser.screenshot("desktop-undo-toast.png")
+    browser.audits["undo toast"] = browser.audit(AXE_SCRIPT)
     seen["announced"] = browser.by_id("announcer").text
     seen["api_status_in_window"] = site.call("GET", f"/api/items/{doomed}").status
     browser.wait("the undo window to pass", lambda: not browser.by_id("toast").is_displayed(), timeout=15)
@@ -470,6 +482,7 @@ def edited(browser, site, undone):
     seen["still_editing"] = "is-editing" in row.get_attribute("class")
     browser.js("arguments[0].scrollIntoView({block: 'center'});", row)
     browser.screenshot("desktop-edit-refused.png")
+    browser.audits["edit refused"] = browser.audit(AXE_SCRIPT)
     field.send_keys(Keys.ESCAPE)
     seen["api_after_refusal"] = site.call("GET", f"/api/items/{original['id']}").json()["text"]
     browser.collect("edit", allowed=(r"/api/items/\d+ - Failed to load resource: the server responded with a status of 400",))
@@ -580,6 +593,7 @@ def outage(browser, api, live):
     seen = {"banner": browser.by_id("banner").text, "form_error": browser.by_id("form-error").text,
             "top_during": texts(browser)[0]}
     browser.screenshot("desktop-outage.png")
+    browser.audits["outage banner"] = browser.audit(AXE_SCRIPT)
     time.sleep(2)  # let a probe or two fail against the stopped API
     api.start()
     browser.wait("the banner to go by itself", lambda: not browser.by_id("banner").is_displayed(), timeout=40)
@@ -673,8 +687,10 @@ def phone(browser, lost_answer):
         "tap": browser.js("return document.querySelector('#items .item-delete').getBoundingClientRect().height;"),
     }
     browser.screenshot("phone.png")
+    browser.audits["phone"] = browser.audit(AXE_SCRIPT)
     browser.color_scheme("dark")
     browser.screenshot("phone-dark.png")
+    browser.audits["phone dark"] = browser.audit(AXE_SCRIPT)
     browser.collect("phone")
     return seen
 
@@ -827,6 +843,7 @@ def long_text(browser, site, page_ends):
     seen["refusal"] = browser.by_id("form-error").text
     seen["posted"] = len(site.items()) - before
     browser.screenshot("desktop-text-too-long.png")
+    browser.audits["text too long"] = browser.audit(AXE_SCRIPT)
     # A long text that fits: the announcement is shortened like the labels.
     browser.js(typed, "y" * 1990)
     field.send_keys(Keys.ENTER)
@@ -864,6 +881,13 @@ def test_a_text_over_the_limit_is_refused_before_sending(long_text):
 
 def test_announcements_of_long_items_are_shortened(long_text):
     assert long_text["announced"] == f"Added “{'y' * 59}…”."
+
+
+@pytest.mark.parametrize("state", AUDITED_STATES)
+def test_axe_finds_no_wcag_2_2_aa_violation(browser, long_text, state):
+    if AXE_SCRIPT is None:
+        unavailable("axe-core is not installed", "scripts/venv, which runs npm ci in tests/browser-tools")
+    assert browser.audits[state] == []
 
 
 def test_zero_unexpected_console_errors_in_the_whole_run(browser, long_text):
