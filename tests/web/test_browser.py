@@ -883,20 +883,86 @@ def test_announcements_of_long_items_are_shortened(long_text):
     assert long_text["announced"] == f"Added “{'y' * 59}…”."
 
 
+MANY = 5000
+
+
+@pytest.fixture(scope="module")
+def many(browser, site, long_text, figure, api_database):
+    """5,000 items loaded page by page: how the page keeps up (figures, not asserted)."""
+    import concurrent.futures
+    total = len(all_ids(site))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda n: site.call("POST", "/api/items", {"text": f"Bulk {n:04d}"}).status,
+                                 range(MANY - total)))
+    assert set(statuses) <= {201}, f"seeding: {sorted(set(statuses))}"
+    browser.reload("long text")
+    wait_list_ready(browser)
+    browser.js("window.__longest = 0; new PerformanceObserver((list) => { for (const e of list.getEntries())"
+               " window.__longest = Math.max(window.__longest, e.duration); }).observe({type: 'longtask', buffered: true});")
+    more = browser.by_id("load-more")
+    last_page_ms = 0.0
+    while more.is_displayed():
+        shown = len(ids(browser))
+        started = time.monotonic()
+        more.send_keys(Keys.ENTER)
+        browser.wait("the next page", lambda: len(ids(browser)) > shown or not more.is_displayed())
+        last_page_ms = (time.monotonic() - started) * 1000
+    seen: dict[str, Any] = {"ids": ids(browser), "api_ids": all_ids(site)}
+    field = browser.by_id("item-text")
+    started = time.monotonic()
+    browser.js("document.getElementById('item-text').value = 'On top of 5,000';")
+    field.send_keys(Keys.ENTER)
+    browser.wait("the new item", lambda: texts(browser)[0] == "On top of 5,000")
+    add_ms = (time.monotonic() - started) * 1000
+    browser.js("window.scrollTo(0, document.body.scrollHeight);")
+    seen["scrolled"] = browser.js("return window.scrollY;")
+    top = browser.by_id("back-to-top")
+    seen["back_to_top_shown"] = top.is_displayed()
+    top.click()
+    seen["after_back_to_top"] = (browser.js("return window.scrollY;"), browser.active_id())
+    longest = browser.js("return window.__longest;")
+    backend = api_database.backend
+    figure(f"browser [{backend}]: Load more of page {MANY // PAGE_SIZE}, ms", f"{last_page_ms:.0f}")
+    figure(f"browser [{backend}]: add with {MANY} items shown, ms", f"{add_ms:.0f}")
+    figure(f"browser [{backend}]: longest main-thread task over 50 ms with {MANY} items (0: none), ms", f"{longest:.0f}")
+    browser.collect("many")
+    return seen
+
+
+def all_ids(site) -> list[int]:
+    """Every id, newest first, through the API's pages."""
+    found: list[int] = []
+    while True:
+        before = f"&before={found[-1]}" if found else ""
+        page = site.call("GET", f"/api/items?limit=1000{before}").json()
+        found += [item["id"] for item in page]
+        if len(page) < 1000:
+            return found
+
+
+def test_all_5000_items_load_page_by_page_in_order(many):
+    assert len(many["ids"]) == MANY and many["ids"] == many["api_ids"]
+
+
+def test_back_to_top_returns_to_the_field(many):
+    assert many["scrolled"] > 0 and many["back_to_top_shown"]
+    assert many["after_back_to_top"] == (0, "item-text")
+
+
 @pytest.mark.parametrize("state", AUDITED_STATES)
-def test_axe_finds_no_wcag_2_2_aa_violation(browser, long_text, state):
+def test_axe_finds_no_wcag_2_2_aa_violation(browser, many, state):
     if AXE_SCRIPT is None:
         unavailable("axe-core is not installed", "scripts/venv, which runs npm ci in tests/browser-tools")
     assert browser.audits[state] == []
 
 
-def test_zero_unexpected_console_errors_in_the_whole_run(browser, long_text):
+def test_zero_unexpected_console_errors_in_the_whole_run(browser, many):
     assert browser.console_errors == []
 
 
-def test_zero_uncaught_page_errors_in_the_whole_run(browser, long_text):
+def test_zero_uncaught_page_errors_in_the_whole_run(browser, many):
     assert browser.page_errors == []
 
 
-def test_zero_csp_violations_in_the_whole_run(browser, long_text):
+def test_zero_csp_violations_in_the_whole_run(browser, many):
     assert browser.csp_violations == []

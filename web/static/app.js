@@ -38,6 +38,7 @@
     listNotice: byId("list-notice"),
     list: byId("items"),
     loadMore: byId("load-more"),
+    backToTop: byId("back-to-top"),
     announcer: byId("announcer"),
     counter: byId("char-count"),
     toast: byId("toast"),
@@ -322,6 +323,8 @@
 
   function updateListChrome() {
     el.loadMore.hidden = !hasMore || rows.size === 0;
+    // Past the first page the list is long: a way back to the field at the top.
+    el.backToTop.hidden = rows.size <= PAGE_SIZE;
     if (rows.size > 0) {
       setListStatus("ready");
     } else {
@@ -1036,6 +1039,10 @@
   });
   window.addEventListener("pagehide", sendPendingDeletes);
   el.loadMore.addEventListener("click", () => loadMore());
+  el.backToTop.addEventListener("click", () => {
+    window.scrollTo({ top: 0 });
+    el.input.focus({ preventScroll: true });
+  });
   el.listRetry.addEventListener("click", () => loadFirstPage());
   el.retryNow.addEventListener("click", () => {
     probeDelay = PROBE_FIRST_DELAY_MS;
