@@ -602,15 +602,33 @@ def outage(browser, api, live):
     browser.wait("the page to check the add", lambda: "was not saved" in browser.by_id("form-error").text)
     seen["settled"] = browser.by_id("form-error").text
     seen["field"] = browser.by_id("item-text").get_attribute("value")
-    browser.collect(
-        "outage",
+    allowed = (
         # Through nginx the outage is a 502; against the API alone, a refused connection.
-        allowed=(
-            r"/api/\S* - Failed to load resource: the server responded with a status of 50[234]",
-            r"/api/\S* - Failed to load resource: net::ERR_CONNECTION_REFUSED",
-        ),
+        r"/api/\S* - Failed to load resource: the server responded with a status of 50[234]",
+        r"/api/\S* - Failed to load resource: net::ERR_CONNECTION_REFUSED",
+    )
+    browser.collect("outage", allowed=allowed)
+    # Opened while the API is down: the page's shell still loads and says what is going on.
+    api.stop()
+    browser.reload("outage")
+    browser.wait("the banner on a fresh load", lambda: browser.by_id("banner").is_displayed())
+    browser.wait("the list status", lambda: "can be reached" in browser.by_id("list-status").text)
+    seen["fresh_load"] = {"title": browser.driver.title, "status": browser.by_id("list-status").text,
+                          "form": browser.by_id("add-form").is_displayed()}
+    api.start()
+    browser.wait("the banner to go again", lambda: not browser.by_id("banner").is_displayed(), timeout=40)
+    wait_list_ready(browser)
+    browser.collect(
+        "outage, fresh load",
+        # Through nginx the outage is a 502; against the API alone, a refused connection.
+        allowed=allowed,
     )
     return seen
+
+
+def test_opened_while_the_api_is_down_the_page_loads_and_says_so(outage):
+    assert outage["fresh_load"] == {"title": "Items", "form": True,
+                                    "status": "The items will appear here as soon as the list can be reached."}
 
 
 def test_a_banner_says_the_list_cannot_be_reached_in_an_outage(outage):
