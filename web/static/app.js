@@ -995,6 +995,9 @@
       announce("The list can be reached again.");
     }
     loadFirstPage();
+    if (textLimit === null) {
+      loadTextLimit();
+    }
   }
 
   function probeNow() {
