@@ -152,6 +152,13 @@ pub struct Config {
     #[arg(long, env = "AZURE_CLIENT_ID", global = true)]
     pub azure_client_id: Option<String>,
 
+    /// Postgres: where to listen for changes, when DATABASE_URL goes through a pooler in
+    /// transaction mode (PgBouncer), which cannot pass notifications on: the server itself, in
+    /// the same URL form. Unset: DATABASE_URL. Takes one more connection per process.
+    #[arg(long, env = "DATABASE_LISTEN_URL", default_value = "", hide_default_value = true,
+          hide_env_values = true, value_parser = parse_database_url, global = true)]
+    pub database_listen_url: DatabaseUrl,
+
     /// Postgres: connections this process opens at most.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
@@ -249,6 +256,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub max_connections: u64,
 
+    /// Change streams (`/api/items/events`) served at once; one more is answered 503. Each holds
+    /// a connection for as long as its page is open. Unset: half of MAX_CONNECTIONS.
+    #[arg(long, env = "MAX_EVENT_STREAMS",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_event_streams: Option<u64>,
+
+    /// Seconds between heartbeats on an idle change stream, so proxies do not close it as idle.
+    #[arg(long, env = "EVENT_HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
+    pub event_heartbeat_secs: u64,
+
     /// A request that takes longer than this many seconds is answered with 503.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
@@ -335,6 +353,18 @@ impl Cli {
                 ),
             ));
         }
+        if let Some(streams) = config.max_event_streams
+            && streams >= config.max_connections
+        {
+            // Otherwise open pages could take every connection and leave none for requests.
+            return Err(command.error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "MAX_EVENT_STREAMS ({streams}) must be less than MAX_CONNECTIONS ({})",
+                    config.max_connections
+                ),
+            ));
+        }
         if config.body_timeout_secs >= config.request_timeout_secs {
             // Otherwise the request timeout (503) always fires first and the 408 never does.
             return Err(command.error(
@@ -384,12 +414,31 @@ impl Config {
     /// The database and how to use it. Fails on an unusable `DATABASE_URL` or password file;
     /// the message names the setting and never contains a password.
     pub fn store_settings(&self) -> Result<StoreSettings, LocationError> {
+        let location =
+            Location::from_settings(&self.database_url.0, &self.db_path, &self.credentials()?)?;
+        let listen = match (&location, self.database_listen_url.0.as_str()) {
+            (_, "") => None,
+            (Location::Postgres(_), url) => {
+                match self.transfer_location(&self.database_listen_url, "DATABASE_LISTEN_URL")? {
+                    Location::Postgres(target) => Some(*target),
+                    Location::Sqlite(_) => {
+                        return Err(LocationError(format!(
+                            "DATABASE_LISTEN_URL must be a postgres:// URL (got {})",
+                            url.split("://").next().unwrap_or_default()
+                        )));
+                    }
+                }
+            }
+            (Location::Sqlite(_), _) => {
+                return Err(LocationError(
+                    "DATABASE_LISTEN_URL is for Postgres, but DATABASE_URL names SQLite; unset it"
+                        .into(),
+                ));
+            }
+        };
         Ok(StoreSettings {
-            location: Location::from_settings(
-                &self.database_url.0,
-                &self.db_path,
-                &self.credentials()?,
-            )?,
+            location,
+            listen,
             sqlite: self.sqlite(),
             postgres: self.postgres(),
         })
@@ -475,6 +524,17 @@ impl Config {
     /// As configured; the process's open-file limit is applied when serving starts.
     pub fn max_connections(&self) -> usize {
         usize::try_from(self.max_connections).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_event_streams(&self) -> usize {
+        let streams = self
+            .max_event_streams
+            .unwrap_or((self.max_connections / 2).max(1));
+        usize::try_from(streams).unwrap_or(usize::MAX)
+    }
+
+    pub fn event_heartbeat(&self) -> Duration {
+        Duration::from_secs(self.event_heartbeat_secs)
     }
 
     pub fn shutdown_drain(&self) -> Duration {

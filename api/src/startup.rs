@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::Ordering;
 
 use crate::config::{AppEnv, Config};
-use crate::http::{AppState, BodyLimits, RouterOptions, ServiceInfo, app, server};
+use crate::http::{AppState, BodyLimits, EventStreams, RouterOptions, ServiceInfo, app, server};
 use crate::store::{self, ItemStore, LocationError, OpenError};
 
 /// Why the service could not start. Each message says what to change.
@@ -37,6 +37,7 @@ pub struct Application {
     limits: server::Limits,
     shutdown_drain: Duration,
     shutdown_timeout: Duration,
+    stopping: CancellationToken,
 }
 
 impl Application {
@@ -73,7 +74,20 @@ impl Application {
             timeout: config.body_timeout(),
             max_text_chars: config.max_text_chars(),
         };
-        let state = AppState::new(Arc::clone(&store), service_info(config), body_limits);
+        // Cancelled when serving stops: ends the event streams, which would otherwise keep
+        // their connections open through the whole grace period.
+        let stopping = CancellationToken::new();
+        let event_streams = EventStreams::new(
+            config.max_event_streams(),
+            config.event_heartbeat(),
+            stopping.clone(),
+        );
+        let state = AppState::new(
+            Arc::clone(&store),
+            service_info(config),
+            body_limits,
+            event_streams,
+        );
         let info = Arc::clone(&state.info);
         let options = RouterOptions {
             request_timeout: config.request_timeout(),
@@ -91,6 +105,7 @@ impl Application {
             },
             shutdown_drain: config.shutdown_drain(),
             shutdown_timeout: config.shutdown_timeout(),
+            stopping,
         })
     }
 
@@ -108,7 +123,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let stopping = CancellationToken::new();
+        let stopping = self.stopping.clone();
         let trigger = stopping.clone();
         let (info, drain) = (Arc::clone(&self.info), self.shutdown_drain);
         tokio::spawn(async move {

@@ -161,6 +161,8 @@ def first_page(browser, site, csp_control):
     wait_list_ready(browser)
     seen: dict[str, Any] = {
         "title": browser.driver.title,
+        "heading": browser.js("return document.querySelector('h1').textContent;"),
+        "total": len(everything),
         "count": len(texts(browser)),
         "first_ids": ids(browser)[:3],
         "newest_ids": [item["id"] for item in everything[:3]],
@@ -188,8 +190,10 @@ def first_page(browser, site, csp_control):
     return seen
 
 
-def test_the_page_title_is_items(first_page):
-    assert first_page["title"] == "Items"
+def test_the_title_and_the_heading_count_every_item_not_just_those_shown(first_page):
+    total = first_page["total"]
+    assert total > PAGE_SIZE
+    assert (first_page["title"], first_page["heading"]) == (f"Items ({total})", f"Items {total}")
 
 
 def test_the_first_page_shows_100_items(first_page):

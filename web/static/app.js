@@ -1,4 +1,5 @@
-// The items page: lists, adds and deletes items through the items API under api/ (same origin).
+// The items page: lists, adds, edits and deletes items through the items API under api/ (same
+// origin), and follows changes made elsewhere through its change stream.
 // Item data is only ever written with textContent, so an item's text can never become markup,
 // and nothing here needs inline script or style, so a strict Content-Security-Policy holds.
 (function () {
@@ -7,8 +8,12 @@
   const PAGE_SIZE = 100;
   // One more than is shown: whether it came back says whether there is another page.
   const PAGE_REQUEST = PAGE_SIZE + 1;
-  // How often a visible page checks for changes made elsewhere (a 304 when there are none).
+  // Without the change stream, how often a visible page checks for changes made elsewhere (a 304
+  // when there are none).
   const LIVE_CHECK_MS = 3000;
+  // After the stream was refused (or is not there), polling goes on and the stream is tried
+  // again this much later.
+  const STREAM_RETRY_MS = 30000;
   // Longer than nginx waits for the API (its API_READ_TIMEOUT), so nginx's JSON 504 arrives
   // before the page gives up on its own.
   const REQUEST_TIMEOUT_MS = 45000;
@@ -44,6 +49,7 @@
     toast: byId("toast"),
     toastText: byId("toast-text"),
     toastUndo: byId("toast-undo"),
+    count: byId("item-count"),
   };
 
   function byId(id) {
@@ -98,6 +104,9 @@
       throw new UnavailableError();
     }
     apiAnswered(response.ok);
+    if (response.ok) {
+      noteTotal(response);
+    }
     const body = await readJson(response);
     if (!response.ok) {
       throw new ApiError(response.status, detailMessage(body, response.status), response.headers.get("X-Request-Id") || "");
@@ -197,6 +206,43 @@
   const deletedSinceReload = new Set(); // item ids
   // Counts changes made here; a check for changes elsewhere that saw one happen is not applied.
   let localChanges = 0;
+
+  // ---- The item count, in the heading and the title ------------------------------------------
+
+  let serverTotal = null; // the count the API last gave (with a list, or with a change)
+  // Deleted here and confirmed, but not yet seen in a count from the API.
+  const settledDeletes = new Set(); // item ids
+
+  function showCount() {
+    if (serverTotal === null) {
+      return;
+    }
+    // Items deleted here (undo still possible, or not yet counted) are not counted.
+    const total = Math.max(0, serverTotal - pendingDeletes.size - settledDeletes.size);
+    const text = total.toLocaleString("en");
+    el.count.textContent = text;
+    el.count.hidden = false;
+    document.title = `Items (${text})`;
+  }
+
+  // `complete`: a count read after every delete confirmed here, so none is still to be counted.
+  function setServerTotal(total, complete) {
+    if (Number.isSafeInteger(total) && total >= 0) {
+      serverTotal = total;
+      if (complete) {
+        settledDeletes.clear();
+      }
+      showCount();
+    }
+  }
+
+  // The whole list's count, which list answers carry.
+  function noteTotal(response) {
+    const header = response.headers.get("X-Total-Count");
+    if (header !== null && /^[0-9]+$/.test(header)) {
+      setServerTotal(Number(header), true);
+    }
+  }
 
   function renderItem(item) {
     const li = document.createElement("li");
@@ -569,11 +615,15 @@
       }
       addedSinceReload.add(item.id);
       localChanges += 1;
+      if (!streamLive && serverTotal !== null && !rows.has(item.id)) {
+        serverTotal += 1;
+      }
       const li = addRows([item], "top");
       if (li) {
         li.classList.add("is-new");
       }
       updateListChrome();
+      showCount();
       announce(`Added “${shorten(item.text, 60)}”.`);
     } catch (error) {
       if (error instanceof UnavailableError) {
@@ -594,6 +644,7 @@
       adding = false;
       el.addButton.disabled = false;
       el.input.focus();
+      applyDeferredEvents();
     }
   }
 
@@ -628,6 +679,7 @@
     const timer = setTimeout(() => sendDelete(id), UNDO_MS);
     pendingDeletes.set(id, { li, text, timer });
     removeRow(li, id);
+    showCount();
     showToast(id, text);
     announce(`Deleted “${shorten(text, 60)}”. To undo, press Control Z or the Undo button.`);
   }
@@ -642,6 +694,7 @@
     hideToast(id);
     insertRow(pending.li, id);
     updateListChrome();
+    showCount();
     pending.li.querySelector(".item-delete").focus();
     announce(`Restored “${shorten(pending.text, 60)}”.`);
   }
@@ -652,14 +705,18 @@
       return;
     }
     hideToast(id);
+    let deletedHere = true;
     try {
       await request(`api/items/${encodeURIComponent(id)}`, { method: "DELETE" });
     } catch (error) {
+      // A 404: deleted elsewhere already, which the count has seen or will see.
+      deletedHere = false;
       if (!(error instanceof ApiError && error.status === 404)) {
         // Not deleted: the item comes back, with the reason on its row.
         pendingDeletes.delete(id);
         insertRow(pending.li, id);
         updateListChrome();
+        showCount();
         const reason = error instanceof UnavailableError
           ? "Not deleted: the list cannot be reached right now. Try again in a moment."
           : "Not deleted: something went wrong. Try again.";
@@ -671,9 +728,19 @@
         return;
       }
     }
-    pendingDeletes.delete(id);
+    if (!pendingDeletes.delete(id)) {
+      // The stream reported the deletion first, and counted it.
+      deletedHere = false;
+    }
     deletedSinceReload.add(id);
     localChanges += 1;
+    if (deletedHere && streamLive) {
+      // Counted once the stream reports it.
+      settledDeletes.add(id);
+    } else if (deletedHere && serverTotal !== null) {
+      serverTotal -= 1;
+    }
+    showCount();
   }
 
   // Leaving the page ends the undo window: what is still pending is sent now.
@@ -833,7 +900,7 @@
     }
   }
 
-  // ---- Changes made elsewhere: a visible page re-reads its first page now and then ------------
+  // ---- Changes made elsewhere: the change stream, else a re-read of the first page now and then -
 
   let firstPageTag = null; // the ETag of the first page as last merged
   let liveTimer = null;
@@ -866,6 +933,9 @@
         throw new UnavailableError();
       }
       apiAnswered(response.ok || response.status === 304);
+      if (generation === listGeneration && changesBefore === localChanges && (response.ok || response.status === 304)) {
+        noteTotal(response);
+      }
       if (response.status === 200) {
         const items = await response.json();
         // What it read may predate a change made here meanwhile, or a reload owns the list now.
@@ -881,7 +951,9 @@
       // Anything else (an error answer, a body cut short) waits for the next check.
     } finally {
       checking = false;
-      scheduleLiveCheck(LIVE_CHECK_MS);
+      if (!streamLive) {
+        scheduleLiveCheck(LIVE_CHECK_MS);
+      }
     }
   }
 
@@ -946,6 +1018,155 @@
     return `${parts.join(", ")} by someone else.`;
   }
 
+  // The stream (api/items/events) tells a visible page each change as it is made. While it is
+  // open, the page does not poll; it re-reads the first page only when the stream starts or says
+  // changes may have been missed (`ready`, `reset`). A hidden page closes it.
+  let stream = null;
+  let streamLive = false;
+  let streamRetryTimer = null;
+  const deferredEvents = []; // change events that came while an add was being answered
+
+  function openStream() {
+    if (stream || typeof EventSource === "undefined" || document.visibilityState !== "visible" || unavailable) {
+      return;
+    }
+    if (streamRetryTimer !== null) {
+      clearTimeout(streamRetryTimer);
+      streamRetryTimer = null;
+    }
+    stream = new EventSource("api/items/events");
+    stream.addEventListener("ready", onStreamStart);
+    stream.addEventListener("reset", onStreamStart);
+    for (const name of ["created", "updated", "deleted"]) {
+      stream.addEventListener(name, onChangeEvent);
+    }
+    stream.addEventListener("error", onStreamError);
+  }
+
+  function closeStream() {
+    if (stream) {
+      stream.close();
+      stream = null;
+    }
+    streamLive = false;
+  }
+
+  function onStreamStart(event) {
+    const data = parseEventData(event);
+    streamLive = true;
+    if (data) {
+      setServerTotal(data.total, true);
+    }
+    // Whatever changed before the stream started (or while it was away) comes with the list.
+    if (liveTimer !== null) {
+      clearTimeout(liveTimer);
+      liveTimer = null;
+    }
+    checkForChanges();
+  }
+
+  function onStreamError() {
+    streamLive = false;
+    if (stream && stream.readyState === EventSource.CLOSED) {
+      // Refused (too many streams, the API down): poll, and try the stream again later, or as
+      // soon as the API is back.
+      stream = null;
+      if (!unavailable && document.visibilityState === "visible") {
+        streamRetryTimer = setTimeout(() => {
+          streamRetryTimer = null;
+          openStream();
+        }, STREAM_RETRY_MS);
+      }
+    }
+    // While the browser reconnects by itself, the page polls.
+    if (liveTimer === null && !checking) {
+      scheduleLiveCheck(LIVE_CHECK_MS);
+    }
+  }
+
+  function parseEventData(event) {
+    try {
+      const data = JSON.parse(event.data);
+      return data && typeof data === "object" ? data : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function onChangeEvent(event) {
+    const data = parseEventData(event);
+    if (!data) {
+      return;
+    }
+    if (adding) {
+      // The add being answered may be this very item: its own answer puts it in first.
+      deferredEvents.push({ type: event.type, data });
+      return;
+    }
+    applyChange(event.type, data);
+  }
+
+  function applyDeferredEvents() {
+    for (const { type, data } of deferredEvents.splice(0)) {
+      applyChange(type, data);
+    }
+  }
+
+  function applyChange(type, data) {
+    localChanges += 1;
+    if (type === "deleted") {
+      applyDeletion(data.id);
+    } else if (data.item && Number.isSafeInteger(data.item.id)) {
+      const item = data.item;
+      const shown = rows.get(item.id);
+      const pending = pendingDeletes.get(item.id);
+      if (shown) {
+        // A row being edited here keeps what its user is writing.
+        if (!shown.classList.contains("is-editing") && shown.querySelector(".item-text").textContent !== item.text) {
+          setRowText(shown, item.text);
+        }
+      } else if (pending) {
+        setRowText(pending.li, item.text);
+        pending.text = item.text;
+      } else if (type === "created" && !(hasMore && oldestId !== null && item.id < oldestId)) {
+        // (An item below the pages shown arrives with its page.)
+        addedSinceReload.add(item.id);
+        insertRow(renderItem(item), item.id);
+        updateListChrome();
+        announce(changeSummary(1, 0));
+      }
+    }
+    setServerTotal(data.total, false);
+  }
+
+  function applyDeletion(id) {
+    if (!Number.isSafeInteger(id)) {
+      return;
+    }
+    deletedSinceReload.add(id);
+    settledDeletes.delete(id);
+    const pending = pendingDeletes.get(id);
+    if (pending) {
+      // Deleted elsewhere while its undo was offered here: there is nothing left to undo.
+      clearTimeout(pending.timer);
+      pendingDeletes.delete(id);
+      hideToast(id);
+    }
+    const li = rows.get(id);
+    if (li) {
+      const next = li.nextElementSibling || li.previousElementSibling;
+      const hadFocus = li.contains(document.activeElement);
+      rows.delete(id);
+      li.remove();
+      if (hadFocus) {
+        (next ? next.querySelector("button") : el.input).focus();
+      }
+      oldestId = rows.size === 0 ? null : Math.min(...rows.keys());
+      updateListChrome();
+      announce(changeSummary(0, 1));
+    }
+  }
+
   // ---- API unavailable: banner, then poll /api/healthz with backoff until it answers ----------
 
   let unavailable = false;
@@ -995,6 +1216,7 @@
       announce("The list can be reached again.");
     }
     loadFirstPage();
+    openStream();
     if (textLimit === null) {
       loadTextLimit();
     }
@@ -1058,12 +1280,15 @@
   });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState !== "visible") {
+      // A page in the background holds no connection; it catches up when it is shown.
+      closeStream();
       return;
     }
     refreshTimes();
     if (unavailable) {
       probeNow();
     } else {
+      openStream();
       scheduleLiveCheck(0);
     }
   });
@@ -1075,5 +1300,6 @@
   }
   loadFirstPage();
   loadTextLimit();
+  openStream();
   scheduleLiveCheck(LIVE_CHECK_MS);
 })();

@@ -30,7 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::ops::telemetry::{self, ErrorCause};
 use error::{canonical_reason, detail_response};
 use openapi::{ApiDoc, docs_router};
-pub use state::{AppState, BodyLimits, ServiceInfo};
+pub use state::{AppState, BodyLimits, EventStreams, ServiceInfo};
 
 /// Settings that shape the router and nothing else.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -138,7 +139,17 @@ async fn serve_connection(
         async move {
             let response = router.oneshot(request).await;
             requests.request_answered();
-            response
+            // The body may go on for long after the head (an event stream, a streamed list):
+            // it counts as being sent until hyper has written all of it and dropped it.
+            let sending = Sending::new(requests);
+            response.map(|response| {
+                response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _still_sending = &sending;
+                        frame
+                    }))
+                })
+            })
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -157,7 +168,7 @@ async fn serve_connection(
                 }
             }
             () = stopping.cancelled(), if !stop_requested => {
-                if activity.in_flight() == 0 {
+                if activity.in_flight() == 0 && activity.sending() == 0 {
                     return;
                 }
                 stop_requested = true;
@@ -176,6 +187,24 @@ struct Activity {
     head_since: AtomicU64,
     /// Requests handed to the service and not answered yet.
     in_flight: AtomicUsize,
+    /// Answered requests whose body is still being written.
+    sending: AtomicUsize,
+}
+
+/// Counts one response body as being sent while it lives.
+struct Sending(Arc<Activity>);
+
+impl Sending {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.sending.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 const NONE: u64 = u64::MAX;
@@ -187,6 +216,7 @@ impl Activity {
             last: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
             in_flight: AtomicUsize::new(0),
+            sending: AtomicUsize::new(0),
         }
     }
 
@@ -221,6 +251,10 @@ impl Activity {
 
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn sending(&self) -> usize {
+        self.sending.load(Ordering::Relaxed)
     }
 
     /// When the next timer may run out (at the earliest).

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+pub use crate::http::routes::events::EventStreams;
 use crate::store::ItemStore;
 use crate::store::list_cache::CachedLists;
 
@@ -15,15 +16,22 @@ pub struct AppState {
     pub lists: Arc<CachedLists>,
     pub info: Arc<ServiceInfo>,
     pub body_limits: BodyLimits,
+    pub event_streams: EventStreams,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn ItemStore>, info: ServiceInfo, body_limits: BodyLimits) -> Self {
+    pub fn new(
+        store: Arc<dyn ItemStore>,
+        info: ServiceInfo,
+        body_limits: BodyLimits,
+        event_streams: EventStreams,
+    ) -> Self {
         Self {
             lists: Arc::new(CachedLists::new(Arc::clone(&store))),
             store,
             info: Arc::new(info),
             body_limits,
+            event_streams,
         }
     }
 }

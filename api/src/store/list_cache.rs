@@ -17,7 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{Item, ItemStore, MAX_LIMIT, Page, StoreError};
+use super::{Item, ItemStore, MAX_LIMIT, Page, Revision, StoreError};
 
 /// Distinct first pages kept at once (one per `limit` value).
 const MAX_ENTRIES: usize = 32;
@@ -58,29 +58,34 @@ pub struct ListBody {
     pub gzip: Option<Bytes>,
     /// A weak entity tag, `W/"<16 hex digits>"`: the plain and the gzipped bytes are one list.
     pub etag: Bytes,
+    /// How many items the whole list had when this was read, when known.
+    pub total: Option<i64>,
 }
 
-/// A hash of the bytes: the same list gives the same tag in every process of one build
-/// (`DefaultHasher::new` has fixed keys), so replicas behind one address agree on it.
-fn etag_of(json: &[u8]) -> Bytes {
-    use std::hash::Hasher;
+/// A hash of the bytes and the total (a deletion further down changes the total, not the page):
+/// the same list gives the same tag in every process of one build (`DefaultHasher::new` has
+/// fixed keys), so replicas behind one address agree on it.
+fn etag_of(json: &[u8], total: Option<i64>) -> Bytes {
+    use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     hasher.write(json);
+    total.hash(&mut hasher);
     Bytes::from(format!("W/\"{:016x}\"", hasher.finish()))
 }
 
 impl ListBody {
-    fn plain(json: Bytes) -> Self {
-        let etag = etag_of(&json);
+    fn plain(json: Bytes, total: Option<i64>) -> Self {
+        let etag = etag_of(&json, total);
         Self {
             json,
             gzip: None,
             etag,
+            total,
         }
     }
 
     /// Compresses `json` when it is big enough to be worth it.
-    pub async fn new(json: Bytes) -> Self {
+    pub async fn new(json: Bytes, total: Option<i64>) -> Self {
         let gzip = if json.len() < GZIP_FROM {
             None
         } else if json.len() <= GZIP_INLINE_UP_TO {
@@ -91,8 +96,13 @@ impl ListBody {
                 .await
                 .ok()
         };
-        let etag = etag_of(&json);
-        Self { json, gzip, etag }
+        let etag = etag_of(&json, total);
+        Self {
+            json,
+            gzip,
+            etag,
+            total,
+        }
     }
 
     fn size(&self) -> usize {
@@ -302,15 +312,19 @@ impl ListCache {
     /// Without a revision (the store cannot tell when data changes) nothing is cached.
     async fn get_or_build<E, F>(
         &self,
-        revision: Option<u64>,
+        revision: Option<Revision>,
         limit: Option<u32>,
         build: F,
     ) -> Result<ListBody, E>
     where
         F: Future<Output = Result<Bytes, E>>,
     {
-        let Some(revision) = revision else {
-            return Ok(ListBody::plain(build.await?));
+        let Some(Revision {
+            number: revision,
+            item_count,
+        }) = revision
+        else {
+            return Ok(ListBody::plain(build.await?, None));
         };
         if let Some(hit) = self.lookup(revision, limit) {
             return Ok(hit);
@@ -323,9 +337,9 @@ impl ListCache {
         let json = build.await?;
         // Compressed only what will be kept: a body too big for the cache is sent as it is.
         let body = if json.len() <= MAX_BYTES {
-            ListBody::new(json).await
+            ListBody::new(json, Some(item_count)).await
         } else {
-            ListBody::plain(json)
+            ListBody::plain(json, Some(item_count))
         };
         self.insert(revision, limit, body.clone());
         Ok(body)
@@ -334,7 +348,7 @@ impl ListCache {
     /// The whole list (no `limit`, no `before`) for `revision`: the kept body, or, when it is
     /// too big to keep, where the caller must go on streaming it. `read` reads the list from the
     /// newest item until its end or until it has passed `WHOLE_LIST_LIMIT` bytes of JSON.
-    async fn whole_list<E, F>(&self, revision: Option<u64>, read: F) -> Result<WholeList, E>
+    async fn whole_list<E, F>(&self, revision: Option<Revision>, read: F) -> Result<WholeList, E>
     where
         F: Future<Output = Result<Prefix, E>>,
     {
@@ -342,7 +356,11 @@ impl ListCache {
             json: b"[".to_vec(),
             before: None,
         };
-        let Some(revision) = revision else {
+        let Some(Revision {
+            number: revision,
+            item_count,
+        }) = revision
+        else {
             return Ok(start());
         };
         let known = |cache: &Self| -> Option<WholeList> {
@@ -364,7 +382,7 @@ impl ListCache {
         }
         match read.await? {
             Prefix::Complete(json) => {
-                let body = ListBody::new(json).await;
+                let body = ListBody::new(json, Some(item_count)).await;
                 self.insert(revision, None, body.clone());
                 Ok(WholeList::Body(body))
             }
@@ -415,6 +433,13 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
 
+    fn at(number: u64) -> Option<Revision> {
+        Some(Revision {
+            number,
+            item_count: 0,
+        })
+    }
+
     async fn get(
         cache: &ListCache,
         revision: Option<u64>,
@@ -422,7 +447,7 @@ mod tests {
         fresh: &'static str,
     ) -> Bytes {
         cache
-            .get_or_build(revision, limit, async {
+            .get_or_build(revision.and_then(at), limit, async {
                 Ok::<_, Infallible>(Bytes::from(fresh))
             })
             .await
@@ -471,7 +496,7 @@ mod tests {
                 let (cache, builds) = (cache.clone(), builds.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_build(Some(1), None, async {
+                        .get_or_build(at(1), None, async {
                             builds.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                             Ok::<_, Infallible>(Bytes::from("body"))
@@ -505,8 +530,8 @@ mod tests {
             let noise = noise.clone();
             async move { Ok::<_, Infallible>(Bytes::from(noise)) }
         };
-        cache.get_or_build(Some(1), Some(1), big()).await.unwrap();
-        cache.get_or_build(Some(1), Some(2), big()).await.unwrap();
+        cache.get_or_build(at(1), Some(1), big()).await.unwrap();
+        cache.get_or_build(at(1), Some(2), big()).await.unwrap();
         let kept = cache.entries.read().unwrap();
         assert_eq!(
             kept.bodies.len(),
@@ -520,24 +545,25 @@ mod tests {
     async fn a_big_body_is_kept_gzipped_too_and_a_small_one_is_not() {
         use std::io::Read;
         let json = Bytes::from(format!("[{}]", vec!["{\"id\":1}"; 400].join(",")));
-        let body = ListBody::new(json.clone()).await;
+        let body = ListBody::new(json.clone(), None).await;
         let mut unzipped = Vec::new();
         flate2::read::GzDecoder::new(&body.gzip.as_ref().unwrap()[..])
             .read_to_end(&mut unzipped)
             .unwrap();
         assert_eq!(unzipped, json);
         assert!(body.gzip.unwrap().len() < json.len() / 4);
-        assert_eq!(ListBody::new(Bytes::from("[]")).await.gzip, None);
+        assert_eq!(ListBody::new(Bytes::from("[]"), None).await.gzip, None);
     }
 
     #[tokio::test]
-    async fn the_etag_follows_the_json_whether_cached_or_not() {
+    async fn the_etag_follows_the_json_and_the_total_whether_cached_or_not() {
         let json = Bytes::from_static(b"[{\"id\":1}]");
-        let cached = ListBody::new(json.clone()).await;
-        assert_eq!(cached.etag, ListBody::plain(json).etag);
+        let cached = ListBody::new(json.clone(), Some(5)).await;
+        assert_eq!(cached.etag, ListBody::plain(json.clone(), Some(5)).etag);
         assert_eq!(cached.etag.len(), "W/\"\"".len() + 16);
-        let other = ListBody::plain(Bytes::from_static(b"[{\"id\":2}]"));
+        let other = ListBody::plain(Bytes::from_static(b"[{\"id\":2}]"), Some(5));
         assert_ne!(cached.etag, other.etag);
+        assert_ne!(cached.etag, ListBody::plain(json, Some(4)).etag);
     }
 
     #[tokio::test]

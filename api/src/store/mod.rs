@@ -4,6 +4,7 @@
 //! module (`sqlite`, `postgres`) and is picked by `open` from the settings; nothing outside this
 //! module names a backend type.
 
+pub mod changes;
 pub mod list_cache;
 pub mod location;
 pub mod postgres;
@@ -47,6 +48,13 @@ pub struct Page {
     pub before: Option<i64>,
 }
 
+/// A number that changes whenever the items change, and how many items there are then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub number: u64,
+    pub item_count: i64,
+}
+
 /// What the readiness check reports about the database.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DatabaseStatus {
@@ -57,8 +65,7 @@ pub struct DatabaseStatus {
     pub reachable: bool,
     /// A write could be made right now.
     pub writable: bool,
-    /// Number of stored items when reachable: exact on SQLite, the server's statistics estimate on
-    /// Postgres (counting every row on every probe would not scale).
+    /// Number of stored items when reachable.
     pub item_count: Option<i64>,
     /// SQLite only, as before `backend` existed: the journal mode in effect (`wal`, `delete`).
     /// The same value is in `details`.
@@ -166,10 +173,12 @@ pub trait ItemStore: Send + Sync + 'static {
 
     async fn status(&self) -> DatabaseStatus;
 
-    /// A number that changes whenever the items change, for reusing what was read. Once a write
-    /// has been acknowledged, every later call returns a number from after it. `None` when the
-    /// backend cannot tell.
-    async fn revision(&self) -> Result<Option<u64>, StoreError>;
+    /// Where the items stand, for reusing what was read. Once a write has been acknowledged,
+    /// every later call returns a revision from after it. `None` when the backend cannot tell.
+    async fn revision(&self) -> Result<Option<Revision>, StoreError>;
+
+    /// Every committed change, in order, for the event stream.
+    fn changes(&self) -> &changes::ChangeFeed;
 
     /// Whether the store can still work at all (its worker has not died). Checked by liveness,
     /// so a broken process gets restarted; touches no database.
@@ -185,6 +194,8 @@ pub trait ItemStore: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub location: Location,
+    /// Postgres: where to listen for changes, when not at `location`.
+    pub listen: Option<postgres::Target>,
     pub sqlite: sqlite::SqliteOptions,
     pub postgres: postgres::PoolOptions,
 }
@@ -204,9 +215,10 @@ impl OpenError {
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ItemStore>, OpenError> {
     Ok(match &settings.location {
         Location::Sqlite(path) => Arc::new(sqlite::open(path, &settings.sqlite).await?),
-        Location::Postgres(target) => {
-            Arc::new(postgres::PostgresStore::open(target, &settings.postgres).await?)
-        }
+        Location::Postgres(target) => Arc::new(
+            postgres::PostgresStore::open(target, settings.listen.as_ref(), &settings.postgres)
+                .await?,
+        ),
     })
 }
 

@@ -163,6 +163,10 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
         ("DATABASE_POOL_SIZE", "0"),
         ("DATABASE_STATEMENT_TIMEOUT_MS", "60000"),
         ("DATABASE_URL", "postgres://app@db/items?sslmode=sometimes"),
+        ("DATABASE_LISTEN_URL", "postgres://app@db/items"),
+        ("MAX_EVENT_STREAMS", "0"),
+        ("MAX_EVENT_STREAMS", "10000"),
+        ("EVENT_HEARTBEAT_SECS", "0"),
     ];
     for (variable, value) in cases {
         let (code, stdout, stderr) =

@@ -7,8 +7,9 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use items_api::domain::ItemText;
-use items_api::http::{BodyLimits, RouterOptions, ServiceInfo};
-use items_api::store::{DatabaseStatus, Item, ItemStore, Page, StoreError};
+use items_api::http::{BodyLimits, EventStreams, RouterOptions, ServiceInfo};
+use items_api::store::changes::ChangeFeed;
+use items_api::store::{DatabaseStatus, Item, ItemStore, Page, Revision, StoreError};
 use items_api::{AppState, app};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -73,7 +74,9 @@ async fn health_shows_the_configured_journal_mode() {
 }
 
 /// A store whose database has gone away: every call fails.
-struct BrokenStore;
+struct BrokenStore {
+    feed: ChangeFeed,
+}
 
 #[async_trait]
 impl ItemStore for BrokenStore {
@@ -103,8 +106,11 @@ impl ItemStore for BrokenStore {
             error: Some("disk I/O error".into()),
         }
     }
-    async fn revision(&self) -> Result<Option<u64>, StoreError> {
+    async fn revision(&self) -> Result<Option<Revision>, StoreError> {
         Err(StoreError::unavailable("broken"))
+    }
+    fn changes(&self) -> &ChangeFeed {
+        &self.feed
     }
     async fn close(&self) {}
 }
@@ -128,7 +134,15 @@ async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {
         timeout: std::time::Duration::from_secs(5),
         max_text_chars: 100,
     };
-    let state = AppState::new(Arc::new(BrokenStore), info, limits);
+    let streams = EventStreams::new(
+        10,
+        std::time::Duration::from_secs(15),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let store = BrokenStore {
+        feed: ChangeFeed::new_process_feed(0, 0),
+    };
+    let state = AppState::new(Arc::new(store), info, limits, streams);
     let options = RouterOptions {
         request_timeout: std::time::Duration::from_secs(5),
         static_dir: None,

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod connections;
 mod errors;
+mod events;
 mod health;
 mod helpers;
 mod items;

@@ -6,7 +6,7 @@ use axum::http::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, VARY,
 };
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::openapi::Required;
@@ -141,9 +141,12 @@ struct CreateItem {
     responses(
         (status = 200, description = "Items, highest id first", body = [Item],
          headers(("etag" = String, description = "Identifies this list; send it back in \
-                   `If-None-Match`. Absent on a whole list too long to keep, which is streamed."))),
+                   `If-None-Match`. Absent on a whole list too long to keep, which is streamed."),
+                 ("x-total-count" = i64, description = "How many items the whole list has; \
+                   on answers without `before` that carry an `ETag`."))),
         (status = 304, description = "The list is the one `If-None-Match` named",
-         headers(("etag" = String, description = "The tag that matched"))),
+         headers(("etag" = String, description = "The tag that matched"),
+                 ("x-total-count" = i64, description = "How many items the whole list has"))),
         (status = 422, description = "A parameter is not a valid integer or out of range", body = ValidationBody),
     )
 )]
@@ -163,8 +166,11 @@ async fn list_items(
     // The same URL answers plain or gzipped JSON, so caches must key on Accept-Encoding.
     let vary = (VARY, HeaderValue::from_static("accept-encoding"));
     let etag = HeaderValue::from_maybe_shared(body.etag).expect("W/, quotes and hex digits");
+    let total = body
+        .total
+        .map(|total| [(TOTAL_COUNT, HeaderValue::from(total))]);
     if client_has(&headers, &etag) {
-        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, etag), vary]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, total, [(ETAG, etag), vary]).into_response());
     }
     Ok(match body.gzip.filter(|_| accepts_gzip(&headers)) {
         Some(gzip) => (
@@ -174,12 +180,16 @@ async fn list_items(
                 (ETAG, etag),
                 vary,
             ],
+            total,
             gzip,
         )
             .into_response(),
-        None => ([(CONTENT_TYPE, json), (ETAG, etag), vary], body.json).into_response(),
+        None => ([(CONTENT_TYPE, json), (ETAG, etag), vary], total, body.json).into_response(),
     })
 }
+
+/// The number of items in the whole list, on first pages and the whole list when held.
+const TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 
 /// Whether `If-None-Match` names `etag` or is `*`. The comparison is weak, as for every
 /// `If-None-Match`: `W/` on either side is ignored.

@@ -1,5 +1,6 @@
 //! Every HTTP route under `/api`, each documented in the OpenAPI spec by its own annotation.
 
+pub mod events;
 pub mod health;
 pub mod items;
 
@@ -9,6 +10,7 @@ use crate::http::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .merge(events::router())
         .merge(health::router())
         .merge(items::router())
 }

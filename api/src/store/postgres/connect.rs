@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::task::JoinHandle;
 use tokio_postgres::config::{Host, SslMode as DriverSslMode};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::azure::ManagedIdentity;
@@ -440,17 +441,24 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// Opens the pool's connections.
+/// A connection to drive, as the driver hands it out with our TLS.
+pub(super) type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// Opens connections, for the pool and for listening.
 pub(super) struct Connector {
     tls: MakeRustlsConnect,
     password: Password,
 }
 
-impl Connect for Connector {
-    fn connect(
+impl Connector {
+    /// Opens one connection with the current password; the caller drives `Connection`.
+    pub(super) fn open(
         &self,
         config: &tokio_postgres::Config,
-    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
+    ) -> BoxFuture<'static, Result<(tokio_postgres::Client, Connection), tokio_postgres::Error>>
     {
         let mut config = config.clone();
         if let Password::File { path, last } = &self.password {
@@ -476,7 +484,20 @@ impl Connect for Connector {
                     Err(error) => tracing::error!(%error, "connecting without a token"),
                 }
             }
-            let (client, connection) = config.connect(tls).await?;
+            config.connect(tls).await
+        })
+    }
+}
+
+impl Connect for Connector {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
+    {
+        let opening = self.open(config);
+        Box::pin(async move {
+            let (client, connection) = opening.await?;
             let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "database connection closed");

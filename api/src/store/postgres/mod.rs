@@ -12,6 +12,7 @@
 
 pub mod azure;
 pub mod connect;
+mod listen;
 mod text;
 pub mod transfer;
 
@@ -26,19 +27,23 @@ use deadpool_postgres::{
 };
 use futures_util::TryStreamExt;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, StoreError, error_chain};
+use super::changes::{ChangeFeed, Position};
+use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, Revision, StoreError, error_chain};
 use crate::domain::{ItemText, now_timestamp};
 
 pub use connect::{Credentials, SslMode, Target};
 
 /// Schema migrations, applied in order; `items_schema_migrations` records the applied ones.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_items.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_items.sql"),
+    include_str!("../../../migrations/postgres/0002_change_feed.sql"),
+];
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Taken (for the migrating transaction only) by every process that migrates, so replicas
@@ -79,6 +84,10 @@ pub struct PostgresStore {
     revision_reader: JoinHandle<()>,
     /// Connects and migrates in the background when the server was not reachable at start-up.
     connector: Mutex<Option<JoinHandle<()>>>,
+    feed: Arc<ChangeFeed>,
+    /// Fills the feed from the server's announcements (see `listen`).
+    listener: JoinHandle<()>,
+    listening: watch::Receiver<bool>,
 }
 
 struct Shared {
@@ -108,7 +117,13 @@ enum PrepareError {
 impl PostgresStore {
     /// Builds the pool and connects and migrates. An unreachable server is retried in the
     /// background (the store reports not ready meanwhile); any other failure is returned.
-    pub async fn open(target: &Target, options: &PoolOptions) -> Result<Self, OpenError> {
+    /// Changes are listened for on `listen_target` (a direct connection when `target` goes
+    /// through a pooler that cannot pass notifications on), else on `target`.
+    pub async fn open(
+        target: &Target,
+        listen_target: Option<&Target>,
+        options: &PoolOptions,
+    ) -> Result<Self, OpenError> {
         let pool = build_pool(target, options).map_err(OpenError::new)?;
         let shared = Arc::new(Shared {
             pool,
@@ -122,6 +137,21 @@ impl PostgresStore {
         });
         let (inserts, queue) = mpsc::channel(INSERT_QUEUE);
         let (revision_readers, waiting) = mpsc::channel(INSERT_QUEUE);
+        // Named and positioned once the listener has connected.
+        let feed = Arc::new(ChangeFeed::new(
+            Position {
+                feed: 0,
+                revision: 0,
+            },
+            0,
+        ));
+        let (listening_sender, listening) = watch::channel(false);
+        let listener = tokio::spawn(listen::listen(
+            Arc::clone(&shared),
+            listen_target.unwrap_or(target).clone(),
+            Arc::clone(&feed),
+            listening_sender,
+        ));
         let store = Self {
             shared: Arc::clone(&shared),
             inserts,
@@ -129,9 +159,23 @@ impl PostgresStore {
             revision_readers,
             revision_reader: tokio::spawn(read_revisions(Arc::clone(&shared), waiting)),
             connector: Mutex::new(None),
+            feed,
+            listener,
+            listening,
         };
         match shared.prepare().await {
-            Ok(()) => {}
+            Ok(()) => {
+                // So a page that connects once the service answers is told every change. The
+                // listener keeps trying if this runs out; meanwhile pages read the list.
+                let mut listening = store.listening.clone();
+                let started = listening.wait_for(|listening| *listening);
+                if tokio::time::timeout(options.connect_timeout, started)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(database = %target, "not listening for changes yet; serving");
+                }
+            }
             Err(PrepareError::Fatal(reason)) => {
                 store.close().await;
                 return Err(OpenError::new(reason));
@@ -420,13 +464,17 @@ impl ItemStore for PostgresStore {
             }),
         );
         details.insert("schema_version".into(), json!(SCHEMA_VERSION));
+        details.insert(
+            "listening_for_changes".into(),
+            json!(*self.listening.borrow()),
+        );
         let probe = shared
             .run_within(shared.options.statement_timeout.min(PROBE_TIMEOUT), async |client| {
                 client
                     .query_typed_one(
                         "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', \
                                 current_setting('server_version'), \
-                                (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = to_regclass('items'))",
+                                (SELECT item_count FROM items_revision)",
                         &[],
                     )
                     .await
@@ -458,7 +506,7 @@ impl ItemStore for PostgresStore {
                 row.try_get::<_, Option<i64>>(2)?,
             ))
         })();
-        let (read_only, version, estimate) = match decoded {
+        let (read_only, version, item_count) = match decoded {
             Ok(values) => values,
             Err(error) => return unusable(error.to_string(), details),
         };
@@ -467,7 +515,7 @@ impl ItemStore for PostgresStore {
             backend: "postgres",
             reachable: true,
             writable: !read_only,
-            item_count: estimate,
+            item_count,
             journal_mode: None,
             error: read_only
                 .then(|| "the server is read-only (a standby, or in recovery)".to_owned()),
@@ -475,7 +523,7 @@ impl ItemStore for PostgresStore {
         }
     }
 
-    async fn revision(&self) -> Result<Option<u64>, StoreError> {
+    async fn revision(&self) -> Result<Option<Revision>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.revision_readers
             .send(reply)
@@ -484,6 +532,10 @@ impl ItemStore for PostgresStore {
         answer
             .await
             .map_err(|_| StoreError::unavailable("shutting down"))?
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.feed
     }
 
     async fn close(&self) {
@@ -498,11 +550,12 @@ impl ItemStore for PostgresStore {
         // In-flight requests have finished (or run out of grace); nothing is left to insert.
         self.inserter.abort();
         self.revision_reader.abort();
+        self.listener.abort();
         self.shared.pool.close();
     }
 }
 
-type RevisionReply = oneshot::Sender<Result<Option<u64>, StoreError>>;
+type RevisionReply = oneshot::Sender<Result<Option<Revision>, StoreError>>;
 
 /// Answers everyone waiting for the revision with one read of it. The number is bumped by a
 /// trigger in every transaction that changes the items, whoever makes it; a read sent after a
@@ -513,13 +566,16 @@ async fn read_revisions(shared: Arc<Shared>, mut waiting: mpsc::Receiver<Revisio
     while waiting.recv_many(&mut callers, INSERT_QUEUE).await > 0 {
         let revision = shared
             .run(async |client| {
-                client
-                    .query_typed_one("SELECT revision FROM items_revision", &[])
-                    .await?
-                    .try_get::<_, i64>(0)
+                let row = client
+                    .query_typed_one("SELECT revision, item_count FROM items_revision", &[])
+                    .await?;
+                Ok(Revision {
+                    number: row.try_get::<_, i64>(0)?.cast_unsigned(),
+                    item_count: row.try_get(1)?,
+                })
             })
             .await
-            .map(|revision| u64::try_from(revision).ok());
+            .map(Some);
         for caller in callers.drain(..) {
             let answer = match &revision {
                 Ok(revision) => Ok(*revision),

@@ -10,7 +10,6 @@ pub mod backup;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use serde_json::json;
 
-use super::{DatabaseStatus, Item, ItemStore, Page, StoreError, error_chain};
+use super::changes::{Change, ChangeFeed, Position};
+use super::{DatabaseStatus, Item, ItemStore, Page, Revision, StoreError, error_chain};
 use crate::domain::{ItemText, now_timestamp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
@@ -288,7 +288,8 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     read_slots: Arc<Semaphore>,
     read_connections: u32,
-    counters: Arc<Counters>,
+    /// Kept by the writer: the revision, the item count and what each commit changed.
+    feed: Arc<ChangeFeed>,
     journal_mode: JournalMode,
     /// Held while the store is open; see `claim_owner_lock`.
     owner: Mutex<Option<std::fs::File>>,
@@ -332,16 +333,13 @@ impl SqliteStore {
                 path,
                 cause: source,
             })?;
-        let counters = Arc::new(Counters {
-            revision: AtomicU64::new(0),
-            items: AtomicI64::new(items),
-        });
+        let feed = Arc::new(ChangeFeed::new_process_feed(0, items));
         let (writer, commands) = mpsc::channel(WRITE_QUEUE);
         let writer_thread = {
-            let counters = Arc::clone(&counters);
+            let feed = Arc::clone(&feed);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || run_writer(conn, commands, &counters))
+                .spawn(move || run_writer(conn, commands, &feed))
                 .map_err(OpenError::Thread)?
         };
         let read_connections = u32::try_from(options.read_connections.max(1)).unwrap_or(u32::MAX);
@@ -351,7 +349,7 @@ impl SqliteStore {
             readers,
             read_slots: Arc::new(Semaphore::new(read_connections as usize)),
             read_connections,
-            counters,
+            feed,
             journal_mode: options.journal_mode,
             owner: Mutex::new(owner),
         })
@@ -477,7 +475,7 @@ impl ItemStore for SqliteStore {
                     backend: "sqlite",
                     reachable: true,
                     writable: write_error.is_none(),
-                    item_count: Some(self.counters.items.load(Ordering::Acquire)),
+                    item_count: Some(self.feed.revision().item_count),
                     journal_mode: Some(mode),
                     error: write_error,
                     details,
@@ -495,9 +493,13 @@ impl ItemStore for SqliteStore {
         }
     }
 
-    async fn revision(&self) -> Result<Option<u64>, StoreError> {
+    async fn revision(&self) -> Result<Option<Revision>, StoreError> {
         // Only this process writes (the owner lock), so its own count is the whole truth.
-        Ok(Some(self.counters.revision.load(Ordering::Acquire)))
+        Ok(Some(self.feed.revision()))
+    }
+
+    fn changes(&self) -> &ChangeFeed {
+        &self.feed
     }
 
     fn is_alive(&self) -> bool {
@@ -709,14 +711,6 @@ impl ReaderPool {
     }
 }
 
-/// What the writer keeps up to date as it commits.
-struct Counters {
-    /// Bumped after every commit that changed the items, before any of its writes is answered.
-    revision: AtomicU64,
-    /// Items in the table.
-    items: AtomicI64,
-}
-
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteCommand {
@@ -747,7 +741,7 @@ enum WriteCommand {
 enum Applied {
     Insert(Reply<Item>, rusqlite::Result<Item>),
     Update(Reply<Option<Item>>, rusqlite::Result<Option<Item>>),
-    Delete(Reply<bool>, rusqlite::Result<bool>),
+    Delete(Reply<bool>, i64, rusqlite::Result<bool>),
 }
 
 impl Applied {
@@ -755,18 +749,34 @@ impl Applied {
         match self {
             Self::Insert(_, Err(error))
             | Self::Update(_, Err(error))
-            | Self::Delete(_, Err(error)) => Some(error),
+            | Self::Delete(_, _, Err(error)) => Some(error),
             _ => None,
         }
     }
 
-    /// How the write changed the item count, or `None` when it changed no item.
-    fn count_change(&self) -> Option<i64> {
+    /// What the write changed, or `None` when it changed no item.
+    fn change(&self) -> Option<Change> {
         match self {
-            Self::Insert(_, Ok(_)) => Some(1),
-            Self::Update(_, Ok(Some(_))) => Some(0),
-            Self::Delete(_, Ok(true)) => Some(-1),
+            Self::Insert(_, Ok(item)) => Some(Change::Created(item.clone())),
+            Self::Update(_, Ok(Some(item))) => Some(Change::Updated(item.clone())),
+            Self::Delete(_, id, Ok(true)) => Some(Change::Deleted(*id)),
             _ => None,
+        }
+    }
+
+    fn changed_an_item(&self) -> bool {
+        matches!(
+            self,
+            Self::Insert(_, Ok(_)) | Self::Update(_, Ok(Some(_))) | Self::Delete(_, _, Ok(true))
+        )
+    }
+
+    /// How the write changed the item count.
+    fn count_change(&self) -> i64 {
+        match self {
+            Self::Insert(_, Ok(_)) => 1,
+            Self::Delete(_, _, Ok(true)) => -1,
+            _ => 0,
         }
     }
 
@@ -779,7 +789,7 @@ impl Applied {
             Self::Update(reply, result) => {
                 let _ = reply.send(result.map_err(StoreError::from));
             }
-            Self::Delete(reply, result) => {
+            Self::Delete(reply, _, result) => {
                 let _ = reply.send(result.map_err(StoreError::from));
             }
         }
@@ -794,18 +804,14 @@ impl Applied {
             Self::Update(reply, _) => {
                 let _ = reply.send(Err(copy_error(error).into()));
             }
-            Self::Delete(reply, _) => {
+            Self::Delete(reply, ..) => {
                 let _ = reply.send(Err(copy_error(error).into()));
             }
         }
     }
 }
 
-fn run_writer(
-    mut conn: Connection,
-    mut commands: mpsc::Receiver<WriteCommand>,
-    counters: &Counters,
-) {
+fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<WriteCommand>, feed: &ChangeFeed) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
@@ -815,7 +821,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        if let Some(closed) = apply_batch(&mut conn, &mut batch, counters) {
+        if let Some(closed) = apply_batch(&mut conn, &mut batch, feed) {
             commands.close();
             // Writes that raced with shutdown are refused rather than left unanswered.
             while let Ok(late) = commands.try_recv() {
@@ -834,7 +840,7 @@ fn run_writer(
 fn apply_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteCommand>,
-    counters: &Counters,
+    feed: &ChangeFeed,
 ) -> Option<oneshot::Sender<()>> {
     let mut writes = Vec::with_capacity(batch.len());
     let mut probes = Vec::new();
@@ -847,7 +853,7 @@ fn apply_batch(
         }
     }
     if !writes.is_empty() {
-        commit_writes(conn, writes, counters);
+        commit_writes(conn, writes, feed);
     }
     for reply in probes {
         let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
@@ -857,7 +863,7 @@ fn apply_batch(
 }
 
 /// Runs the writes in one transaction and answers each only after the commit.
-fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Counters) {
+fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, feed: &ChangeFeed) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(error) => {
@@ -878,7 +884,7 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Co
             WriteCommand::Update { id, text, reply } => {
                 Applied::Update(reply, update(&tx, id, text))
             }
-            WriteCommand::Delete { id, reply } => Applied::Delete(reply, delete(&tx, id)),
+            WriteCommand::Delete { id, reply } => Applied::Delete(reply, id, delete(&tx, id)),
             other => {
                 refuse(other);
                 continue;
@@ -893,18 +899,16 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Co
         }
         applied.push(outcome);
     }
-    let changes: Vec<i64> = applied.iter().filter_map(Applied::count_change).collect();
+    let changed = applied.iter().any(Applied::changed_an_item);
     let committed = match aborted {
         Some(error) => Err(error),
         None => tx.commit(),
     };
     match committed {
         Ok(()) => {
-            if !changes.is_empty() {
-                counters
-                    .items
-                    .fetch_add(changes.iter().sum(), Ordering::AcqRel);
-                counters.revision.fetch_add(1, Ordering::Release);
+            // Recorded before any write is answered: see `ItemStore::revision`.
+            if changed {
+                record_commit(feed, &applied);
             }
             applied.into_iter().for_each(Applied::answer);
         }
@@ -914,6 +918,22 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, counters: &Co
                 outcome.answer_rolled_back(&error);
             }
         }
+    }
+}
+
+/// Moves the feed to the next revision, telling subscribers what changed if there are any.
+fn record_commit(feed: &ChangeFeed, applied: &[Applied]) {
+    let Revision { number, item_count } = feed.revision();
+    let total = item_count + applied.iter().map(Applied::count_change).sum::<i64>();
+    if feed.has_subscribers() {
+        let changes = applied.iter().filter_map(Applied::change).collect();
+        feed.publish(number + 1, changes, total);
+    } else {
+        let position = Position {
+            revision: number + 1,
+            ..feed.position()
+        };
+        feed.skip_to(position, total, "nobody was listening");
     }
 }
 
@@ -1023,6 +1043,7 @@ fn checkpoint(conn: &Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::changes::FeedEvent;
 
     fn open(dir: &Path) -> Result<SqliteStore, OpenError> {
         SqliteStore::open(&dir.join("app.db"), &options())
@@ -1038,20 +1059,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn revision_changes_only_when_items_change() {
+    async fn revision_changes_only_when_items_change_and_carries_the_count() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).unwrap();
-        let revision = async || store.revision().await.unwrap();
-        let start = revision().await.unwrap();
+        let revision = async || store.revision().await.unwrap().unwrap();
+        let at = |number, item_count| Revision { number, item_count };
+        let start = revision().await.number;
         assert!(!store.delete(12345).await.unwrap());
-        assert_eq!(revision().await, Some(start));
+        assert_eq!(revision().await, at(start, 0));
         let item = store
             .create(ItemText::parse("a", 100).unwrap())
             .await
             .unwrap();
-        assert_eq!(revision().await, Some(start + 1));
+        assert_eq!(revision().await, at(start + 1, 1));
         assert!(store.delete(item.id).await.unwrap());
-        assert_eq!(revision().await, Some(start + 2));
+        assert_eq!(revision().await, at(start + 2, 0));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_each_commit_after_it_and_before_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let mut subscription = store.changes().subscribe(None);
+        let item = store
+            .create(ItemText::parse("a", 100).unwrap())
+            .await
+            .unwrap();
+        // The commit was published before the create returned: no waiting needed.
+        let FeedEvent::Commit { changes, total, .. } = subscription.live.try_recv().unwrap() else {
+            panic!("not a commit");
+        };
+        assert_eq!(
+            (&*changes, total),
+            (&[Change::Created(item.clone())][..], 1)
+        );
+        let edited = store
+            .update(item.id, ItemText::parse("b", 100).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store.delete(item.id).await.unwrap());
+        assert!(!store.delete(item.id).await.unwrap());
+        let mut rest = Vec::new();
+        while let Ok(FeedEvent::Commit { changes, total, .. }) = subscription.live.try_recv() {
+            rest.push((changes.to_vec(), total));
+        }
+        assert_eq!(
+            rest,
+            [
+                (vec![Change::Updated(edited)], 1),
+                (vec![Change::Deleted(item.id)], 0)
+            ]
+        );
         store.close().await;
     }
 
