@@ -1,5 +1,6 @@
 """schemathesis with every check against the API's own OpenAPI document: each documented
-operation with generated valid and invalid input, and stateful sequences (create, read, delete)."""
+operation (but the never-ending change stream) with generated valid and invalid input, and
+stateful sequences (create, read, delete)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def run(api, api_database, scratch: Path, artifacts: Path):
     return subprocess.run(
         [str(schemathesis), "run", f"{api.url}/api/openapi.json", "--checks", "all",
          "--max-examples", "60", "--seed", "20261201", "--no-color",
+         # The change stream stays open while it is read: it has tests of its own.
+         "--exclude-path", "/api/items/events",
          "--report", "har", "--report-har-path", str(har)],
         capture_output=True, text=True, timeout=600, cwd=scratch,
     )

@@ -920,7 +920,8 @@
       return;
     }
     if (loadingMore || adding || el.list.hasAttribute("aria-busy")) {
-      scheduleLiveCheck(LIVE_CHECK_MS);
+      // Asked again once that is done: soon when the stream asked (it will not ask again).
+      scheduleLiveCheck(streamLive ? 250 : LIVE_CHECK_MS);
       return;
     }
     checking = true;
