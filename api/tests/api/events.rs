@@ -9,7 +9,7 @@ use rstest::rstest;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, BinaryServer, TestApp, json_of};
-use crate::postgres_support::{connect, execute, fresh_database_url, unavailable};
+use crate::postgres_support::{connect, database, execute};
 
 /// How long a change may take to arrive.
 const ARRIVAL: Duration = Duration::from_secs(1);
@@ -139,12 +139,7 @@ async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend
             .unwrap(),
     )
     .await;
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/items/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete(&format!("/api/items/{id}")).await;
     assert_eq!(deleted.status(), 204);
     for stream in &mut streams {
         let created = stream.next().await;
@@ -158,12 +153,7 @@ async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend
         assert_eq!(gone.data, json!({"id": id, "total": 0}));
     }
     // A delete of nothing changes nothing, and says nothing.
-    let missing = app
-        .client
-        .delete(app.url("/api/items/999999"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.delete("/api/items/999999").await;
     assert_eq!(missing.status(), 404);
     assert_eq!(
         streams[0].next_within(Duration::from_millis(300)).await,
@@ -309,17 +299,6 @@ async fn sigterm_ends_open_streams_at_once() {
         "stopped in {:?}, not after the 20 s grace",
         asked.elapsed()
     );
-}
-
-/// A fresh schema's URL, or `None` after saying why there is no Postgres.
-async fn database() -> Option<String> {
-    match fresh_database_url().await {
-        Ok(url) => Some(url),
-        Err(reason) => {
-            unavailable(&reason);
-            None
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -110,6 +110,14 @@ impl TestApp {
             .expect("GET is answered")
     }
 
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE is answered")
+    }
+
     pub async fn post_json(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/items"))

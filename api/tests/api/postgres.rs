@@ -10,20 +10,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, BinaryServer, TestApp, json_of, run_binary};
 use crate::postgres_support::{
-    self, Cluster, PASSWORD, PASSWORD_USER, connect, eventually, execute, fresh_database_url,
-    unavailable,
+    self, Cluster, PASSWORD, PASSWORD_USER, connect, database, eventually, execute, unavailable,
 };
-
-/// A fresh schema's URL, or `None` after saying why there is no Postgres.
-async fn database() -> Option<String> {
-    match fresh_database_url().await {
-        Ok(url) => Some(url),
-        Err(reason) => {
-            unavailable(&reason);
-            None
-        }
-    }
-}
 
 /// A cluster of the test's own (it will be stopped), or `None` after saying why not.
 fn own_cluster() -> Option<Cluster> {
@@ -420,12 +408,7 @@ async fn the_contract_holds_through_pgbouncer_in_transaction_mode() {
         .unwrap();
     assert!(next[0]["id"].as_i64().unwrap() < page[9]["id"].as_i64().unwrap());
     assert_eq!(app.get(&format!("/api/items/{newest}")).await.status(), 200);
-    let deleted = app
-        .client
-        .delete(app.url(&format!("/api/items/{newest}")))
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.delete(&format!("/api/items/{newest}")).await;
     assert_eq!(deleted.status(), 204);
     assert_eq!(app.items().await.len(), 99);
     assert_eq!(app.get("/api/health").await.status(), 200);

@@ -309,6 +309,17 @@ pub fn unavailable(reason: &str) {
 }
 
 /// A new, empty schema on the shared server, and the `DATABASE_URL` that works in it.
+/// A fresh schema's URL, or `None` after saying why there is no Postgres.
+pub async fn database() -> Option<String> {
+    match fresh_database_url().await {
+        Ok(url) => Some(url),
+        Err(reason) => {
+            unavailable(&reason);
+            None
+        }
+    }
+}
+
 pub async fn fresh_database_url() -> Result<String, String> {
     let shared = shared()?;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
