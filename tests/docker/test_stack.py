@@ -1,8 +1,10 @@
-"""compose.yaml running: healthy, the smoke test through the web tier, the build it reports, and
-the hardening of both containers (non-root, read-only, no capabilities, only web published)."""
+"""compose.yaml running: healthy, the smoke test through the web tier, the build it reports, the
+hardening of both containers (non-root, read-only, no capabilities, only web published), and the
+change stream through the web tier, across replicas."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import smoke
 from support import http
 from support.compose import docker, inspect
+from support.events import Stream
 from support.stack import STACK_VARIANTS, up
 
 SERVICES = ["api", "web"]
@@ -135,3 +138,37 @@ def test_the_web_container_runs_the_rendered_template(stack):
 def test_the_web_tier_lists_every_api_replica(stack):
     servers = stack("exec", "-T", "web", "cat", "/tmp/items-api-servers.conf").stdout.splitlines()
     assert len(servers) == len(stack.containers("api"))
+
+
+@pytest.fixture(scope="module")
+def streamed(stack):
+    """Three pages' change streams through the web tier, and an add and a delete through it too.
+    With several replicas nginx spreads the four requests over them, so changes made on one replica
+    must reach streams held by the others."""
+    streams = [Stream(stack.web_url) for _ in range(3)]
+    try:
+        seen = {"first": [stream.next_event()["name"] for stream in streams]}
+        started = time.monotonic()
+        created = http.request(stack.web_url + "/api/items", "POST", json_body={"text": "streamed"}).json()
+        seen["created"] = [stream.next_event()["data"]["item"] for stream in streams]
+        seen["created_s"] = time.monotonic() - started
+        assert http.request(stack.web_url + f"/api/items/{created['id']}", "DELETE").status == 204
+        seen["deleted"] = [stream.next_event()["data"]["id"] for stream in streams]
+        seen["item"] = created
+        return seen
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_every_stream_through_the_web_tier_starts_ready(streamed):
+    assert streamed["first"] == ["ready"] * 3
+
+
+def test_an_add_reaches_every_stream_within_a_second(streamed):
+    assert streamed["created"] == [streamed["item"]] * 3
+    assert streamed["created_s"] < 1
+
+
+def test_a_delete_reaches_every_stream(streamed):
+    assert streamed["deleted"] == [streamed["item"]["id"]] * 3
