@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 
-from support.net import free_port
-from support.processes import ApiProcess, Database, base_environment
+from support.processes import base_environment, sqlite_api_with_rows
 
 BAD_BACKUPS = {
     "no AUTOINCREMENT": "CREATE TABLE items (id INTEGER PRIMARY KEY, text TEXT NOT NULL, created_at TEXT NOT NULL)",
@@ -26,12 +25,7 @@ BAD_BACKUPS = {
 @pytest.fixture(scope="module")
 def live(release_binary, scratch, artifacts):
     path = scratch / "live.db"
-    api = ApiProcess(release_binary, free_port(), Database("sqlite", {"DB_PATH": str(path)}),
-                     artifacts / "logs" / "restore-misuse-api.log")
-    api.start()
-    api.stop()
-    with sqlite3.connect(path) as conn:
-        conn.execute("INSERT INTO items (text, created_at) VALUES ('keep me', 'now')")
+    sqlite_api_with_rows(release_binary, path, artifacts / "logs" / "restore-misuse-api.log", [("keep me", "now")])
     return path
 
 

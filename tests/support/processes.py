@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from support import http
-from support.net import wait_until
+from support.net import free_port, wait_until
 
 
 def base_environment() -> dict[str, str]:
@@ -113,6 +114,17 @@ class ApiProcess(Service):
             return http.request(self.url + "/api/healthz", timeout=2).status == 200
 
         wait_until("items-api to answer /api/healthz", healthy, timeout=timeout)
+
+
+def sqlite_api_with_rows(binary: Path, path: Path, log: Path, rows: Iterable[tuple[str, str]]) -> ApiProcess:
+    """An API on the SQLite file `path` (stopped): the service created the file, with its schema,
+    and `rows` (text, created_at) were then written into it directly, faster than through HTTP."""
+    api = ApiProcess(binary, free_port(), Database("sqlite", {"DB_PATH": str(path)}), log)
+    api.start()
+    api.stop()
+    with sqlite3.connect(path) as conn:
+        conn.executemany("INSERT INTO items (text, created_at) VALUES (?, ?)", rows)
+    return api
 
 
 def peak_rss_mb(pid: int) -> float:

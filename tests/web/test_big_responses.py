@@ -6,28 +6,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from support.net import free_port
-from support.processes import ApiProcess, Database
+from support.processes import sqlite_api_with_rows
 
 ITEMS = 60_000
 
 
 @pytest.fixture(scope="module")
 def big_list_api(release_binary, scratch, artifacts):
-    database = scratch / "big-web.db"
-    api = ApiProcess(release_binary, free_port(), Database("sqlite", {"DB_PATH": str(database)}),
-                     artifacts / "logs" / "big-responses-api.log")
-    api.start()
-    api.stop()
-    with sqlite3.connect(database) as conn:
-        conn.executemany("INSERT INTO items (text, created_at) VALUES (?, ?)",
-                         ((f"item {n} " + "x" * 80, "2026-01-02T03:04:05.123456+00:00") for n in range(ITEMS)))
+    rows = ((f"item {n} " + "x" * 80, "2026-01-02T03:04:05.123456+00:00") for n in range(ITEMS))
+    api = sqlite_api_with_rows(release_binary, scratch / "big-web.db", artifacts / "logs" / "big-responses-api.log",
+                               rows)
     api.start()
     try:
         yield api
