@@ -48,7 +48,7 @@ param databaseBackend string = 'sqlite'
 @minValue(2)
 param apiMinReplicas int = 2
 
-@description('Postgres: most API replicas. Replicas x apiPoolSize must stay below the server\'s usable connections (deploy/azure/README.md).')
+@description('Postgres: most API replicas. Replicas x (apiPoolSize + 1 listener) must stay below the server\'s usable connections (deploy/azure/README.md).')
 @minValue(2)
 param apiMaxReplicas int = 5
 

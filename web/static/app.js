@@ -17,8 +17,10 @@
   // Longer than nginx waits for the API (its API_READ_TIMEOUT), so nginx's JSON 504 arrives
   // before the page gives up on its own.
   const REQUEST_TIMEOUT_MS = 45000;
+  // While the API cannot be reached, a visible page asks again this often, so it is back within
+  // two seconds of the API; a hidden page does not ask until it is shown.
   const PROBE_FIRST_DELAY_MS = 1000;
-  const PROBE_MAX_DELAY_MS = 15000;
+  const PROBE_MAX_DELAY_MS = 1500;
   const CLOCK_TICK_MS = 30000;
   // How long a delete can be undone: the DELETE is sent only when this has passed.
   const UNDO_MS = 7000;
@@ -905,6 +907,7 @@
   let firstPageTag = null; // the ETag of the first page as last merged
   let liveTimer = null;
   let checking = false;
+  let checkAgain = false; // asked for while a check was running
 
   function scheduleLiveCheck(delay) {
     if (liveTimer !== null) {
@@ -916,7 +919,11 @@
   async function checkForChanges() {
     liveTimer = null;
     // A hidden tab does not ask; it checks once it is shown again.
-    if (document.visibilityState !== "visible" || unavailable || checking) {
+    if (document.visibilityState !== "visible" || unavailable) {
+      return;
+    }
+    if (checking) {
+      checkAgain = true;
       return;
     }
     if (loadingMore || adding || el.list.hasAttribute("aria-busy")) {
@@ -925,6 +932,8 @@
       return;
     }
     checking = true;
+    checkAgain = false;
+    let stale = false;
     const generation = listGeneration;
     const changesBefore = localChanges;
     try {
@@ -943,6 +952,8 @@
         if (generation === listGeneration && changesBefore === localChanges && !loadingMore) {
           mergeFirstPage(items);
           firstPageTag = response.headers.get("ETag");
+        } else {
+          stale = true;
         }
       }
     } catch (error) {
@@ -954,6 +965,9 @@
       checking = false;
       if (!streamLive) {
         scheduleLiveCheck(LIVE_CHECK_MS);
+      } else if (stale || checkAgain) {
+        // The stream asked for this check and will not ask again: it must happen.
+        scheduleLiveCheck(250);
       }
     }
   }
@@ -1184,7 +1198,7 @@
   }
 
   function scheduleProbe() {
-    if (probeTimer !== null || probing) {
+    if (probeTimer !== null || probing || document.visibilityState !== "visible") {
       return;
     }
     const wait = probeDelay * (0.85 + Math.random() * 0.3);

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -139,17 +138,7 @@ async fn serve_connection(
         async move {
             let response = router.oneshot(request).await;
             requests.request_answered();
-            // The body may go on for long after the head (an event stream, a streamed list):
-            // it counts as being sent until hyper has written all of it and dropped it.
-            let sending = Sending::new(requests);
-            response.map(|response| {
-                response.map(|body| {
-                    Body::new(body.map_frame(move |frame| {
-                        let _still_sending = &sending;
-                        frame
-                    }))
-                })
-            })
+            response
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
@@ -168,7 +157,10 @@ async fn serve_connection(
                 }
             }
             () = stopping.cancelled(), if !stop_requested => {
-                if activity.in_flight() == 0 && activity.sending() == 0 {
+                // A request head still arriving is not waited for. Everything else hyper settles:
+                // an idle connection closes at once, and a response still being written (an
+                // event stream, a streamed list) is finished first.
+                if activity.in_flight() == 0 && activity.head_in_progress() {
                     return;
                 }
                 stop_requested = true;
@@ -187,24 +179,6 @@ struct Activity {
     head_since: AtomicU64,
     /// Requests handed to the service and not answered yet.
     in_flight: AtomicUsize,
-    /// Answered requests whose body is still being written.
-    sending: AtomicUsize,
-}
-
-/// Counts one response body as being sent while it lives.
-struct Sending(Arc<Activity>);
-
-impl Sending {
-    fn new(activity: Arc<Activity>) -> Self {
-        activity.sending.fetch_add(1, Ordering::Relaxed);
-        Self(activity)
-    }
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        self.0.sending.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 const NONE: u64 = u64::MAX;
@@ -216,7 +190,6 @@ impl Activity {
             last: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
             in_flight: AtomicUsize::new(0),
-            sending: AtomicUsize::new(0),
         }
     }
 
@@ -253,8 +226,8 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    fn sending(&self) -> usize {
-        self.sending.load(Ordering::Relaxed)
+    fn head_in_progress(&self) -> bool {
+        self.head_since.load(Ordering::Relaxed) != NONE
     }
 
     /// When the next timer may run out (at the earliest).

@@ -16,7 +16,9 @@ pub struct AppState {
     pub lists: Arc<CachedLists>,
     pub info: Arc<ServiceInfo>,
     pub body_limits: BodyLimits,
-    pub event_streams: EventStreams,
+    /// Behind an `Arc`: the state is cloned for every request, and cloning the stop token inside
+    /// takes a lock.
+    pub event_streams: Arc<EventStreams>,
 }
 
 impl AppState {
@@ -31,7 +33,7 @@ impl AppState {
             store,
             info: Arc::new(info),
             body_limits,
-            event_streams,
+            event_streams: Arc::new(event_streams),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! or the backend could not say what changed, the client is told to read the list again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
@@ -98,6 +99,11 @@ struct State {
 pub struct ChangeFeed {
     state: Mutex<State>,
     sender: broadcast::Sender<FeedEvent>,
+    /// The revision and count of `state`, for `revision`, which every list request calls: a
+    /// lock there would be taken by every request thread in turn. Set under the lock, the count
+    /// first, so a reader sees a count at least as new as the revision it read.
+    revision: AtomicU64,
+    total: AtomicI64,
 }
 
 impl ChangeFeed {
@@ -110,6 +116,8 @@ impl ChangeFeed {
                 recent_text_bytes: 0,
             }),
             sender: broadcast::channel(SUBSCRIBER_BACKLOG).0,
+            revision: AtomicU64::new(position.revision),
+            total: AtomicI64::new(total),
         }
     }
 
@@ -134,11 +142,15 @@ impl ChangeFeed {
 
     /// The revision of the last commit recorded, with the item count after it.
     pub fn revision(&self) -> Revision {
-        let state = self.lock();
         Revision {
-            number: state.position.revision,
-            item_count: state.total,
+            number: self.revision.load(Ordering::Acquire),
+            item_count: self.total.load(Ordering::Acquire),
         }
+    }
+
+    fn set_revision(&self, revision: u64, total: i64) {
+        self.total.store(total, Ordering::Release);
+        self.revision.store(revision, Ordering::Release);
     }
 
     /// Records a commit that brought the items to `revision`.
@@ -150,6 +162,7 @@ impl ChangeFeed {
         }
         state.position.revision = revision;
         state.total = total;
+        self.set_revision(revision, total);
         let event = FeedEvent::Commit {
             position: state.position,
             changes: changes.into(),
@@ -167,6 +180,7 @@ impl ChangeFeed {
         let mut state = self.lock();
         state.position = position;
         state.total = total;
+        self.set_revision(position.revision, total);
         state.forget_recent();
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(FeedEvent::Reset {
