@@ -579,7 +579,9 @@ def list_reads(b) -> int:
     return b.js("return performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/items?limit=')).length;")
 
 
-def test_an_item_added_elsewhere_appears_within_a_second(live):
+def test_an_item_added_elsewhere_appears_within_a_second(live, figure, api_database):
+    figure(f"browser [{api_database.backend}]: another client's add, then delete, shown after ms",
+           f"{live['appeared_s'] * 1000:.0f}, {live['gone_s'] * 1000:.0f}")
     assert live["appeared_s"] < 1
 
 
@@ -687,7 +689,10 @@ def two_pages(browser, site, web, make_api, api, repo, artifacts, polled):
     return seen
 
 
-def test_an_add_in_one_page_shows_in_the_other_within_a_second(two_pages):
+def test_an_add_in_one_page_shows_in_the_other_within_a_second(two_pages, figure):
+    where = "two replicas" if two_pages["backend"] == "postgres" else "one service"
+    figure(f"browser [{two_pages['backend']}]: two pages on {where}: add, then delete, seen in the other after ms",
+           f"{two_pages['added_s'] * 1000:.0f}, {two_pages['deleted_s'] * 1000:.0f}")
     assert two_pages["added_s"] < 1, two_pages
 
 
@@ -760,7 +765,8 @@ def test_the_list_stays_visible_during_an_outage(outage):
     assert outage["top_during"] == XSS_TEXT
 
 
-def test_the_page_is_back_within_two_seconds_of_the_api(outage):
+def test_the_page_is_back_within_two_seconds_of_the_api(outage, figure, api_database):
+    figure(f"browser [{api_database.backend}]: back after the API answered, ms", f"{outage['recovered_s'] * 1000:.0f}")
     assert outage["recovered_s"] < 2, outage["recovered_s"]
 
 
