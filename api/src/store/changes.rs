@@ -89,9 +89,9 @@ pub struct Subscription {
 }
 
 struct State {
-    position: Position,
-    total: i64,
-    /// Contiguous commits ending at `position`.
+    /// The feed's name in positions.
+    feed: u64,
+    /// Contiguous commits ending at the current revision.
     recent: VecDeque<FeedEvent>,
     recent_text_bytes: usize,
 }
@@ -99,9 +99,10 @@ struct State {
 pub struct ChangeFeed {
     state: Mutex<State>,
     sender: broadcast::Sender<FeedEvent>,
-    /// The revision and count of `state`, for `revision`, which every list request calls: a
-    /// lock there would be taken by every request thread in turn. Set under the lock, the count
-    /// first, so a reader sees a count at least as new as the revision it read.
+    /// The current revision and item count. Atomics, because every list request reads them (see
+    /// `revision`): a lock there would be taken by every request thread in turn. Written only
+    /// under the lock, the count first, so a reader without it sees a count at least as new as
+    /// the revision it read, and one holding it sees the two as they go together.
     revision: AtomicU64,
     total: AtomicI64,
 }
@@ -110,8 +111,7 @@ impl ChangeFeed {
     pub fn new(position: Position, total: i64) -> Self {
         Self {
             state: Mutex::new(State {
-                position,
-                total,
+                feed: position.feed,
                 recent: VecDeque::new(),
                 recent_text_bytes: 0,
             }),
@@ -137,7 +137,15 @@ impl ChangeFeed {
     }
 
     pub fn position(&self) -> Position {
-        self.lock().position
+        self.position_in(&self.lock())
+    }
+
+    /// The current position; `state` is the locked state, which holds the feed's name.
+    fn position_in(&self, state: &State) -> Position {
+        Position {
+            feed: state.feed,
+            revision: self.revision.load(Ordering::Acquire),
+        }
     }
 
     /// The revision of the last commit recorded, with the item count after it.
@@ -156,15 +164,13 @@ impl ChangeFeed {
     /// Records a commit that brought the items to `revision`.
     pub fn publish(&self, revision: u64, changes: Vec<Change>, total: i64) {
         let mut state = self.lock();
-        if revision != state.position.revision + 1 {
+        if revision != self.revision.load(Ordering::Acquire) + 1 {
             // Whatever came between is not known here: those resuming from before it re-read.
             state.forget_recent();
         }
-        state.position.revision = revision;
-        state.total = total;
         self.set_revision(revision, total);
         let event = FeedEvent::Commit {
-            position: state.position,
+            position: self.position_in(&state),
             changes: changes.into(),
             total,
         };
@@ -178,13 +184,12 @@ impl ChangeFeed {
     /// from before, read the list again.
     pub fn skip_to(&self, position: Position, total: i64, reason: &'static str) {
         let mut state = self.lock();
-        state.position = position;
-        state.total = total;
+        state.feed = position.feed;
         self.set_revision(position.revision, total);
         state.forget_recent();
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(FeedEvent::Reset {
-                position: state.position,
+                position,
                 total,
                 reason,
             });
@@ -196,7 +201,7 @@ impl ChangeFeed {
     pub fn subscribe(&self, resume: Option<&str>) -> Subscription {
         let state = self.lock();
         let live = self.sender.subscribe();
-        let (position, total) = (state.position, state.total);
+        let (position, total) = (self.position_in(&state), self.total.load(Ordering::Acquire));
         let reset = |reason| FeedEvent::Reset {
             position,
             total,

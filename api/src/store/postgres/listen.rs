@@ -17,7 +17,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres::types::Type;
 
 use super::connect::{Connection, Target};
-use super::{RETRY_FIRST, RETRY_MAX, Shared, item_from_row};
+use super::{RETRY_FIRST, RETRY_MAX, Shared, item_from_row, read_revision};
 use crate::store::changes::{Change, ChangeFeed, Position};
 use crate::store::{Item, error_chain};
 
@@ -144,18 +144,16 @@ impl Listening<'_> {
                 .batch_execute(&format!("LISTEN items_changes_{feed}")),
         )
         .await?;
-        let row = self
-            .within(
-                self.client
-                    .query_typed_one("SELECT revision, item_count FROM items_revision", &[]),
-            )
-            .await?;
+        let revision = self.within(read_revision(self.client)).await?;
         let position = Position {
             feed: feed.cast_unsigned(),
-            revision: row.try_get::<_, i64>(0)?.cast_unsigned(),
+            revision: revision.number,
         };
-        self.feed
-            .skip_to(position, row.try_get(1)?, "the server started listening");
+        self.feed.skip_to(
+            position,
+            revision.item_count,
+            "the server started listening",
+        );
         Ok(position)
     }
 

@@ -564,18 +564,7 @@ type RevisionReply = oneshot::Sender<Result<Option<Revision>, StoreError>>;
 async fn read_revisions(shared: Arc<Shared>, mut waiting: mpsc::Receiver<RevisionReply>) {
     let mut callers = Vec::with_capacity(64);
     while waiting.recv_many(&mut callers, INSERT_QUEUE).await > 0 {
-        let revision = shared
-            .run(async |client| {
-                let row = client
-                    .query_typed_one("SELECT revision, item_count FROM items_revision", &[])
-                    .await?;
-                Ok(Revision {
-                    number: row.try_get::<_, i64>(0)?.cast_unsigned(),
-                    item_count: row.try_get(1)?,
-                })
-            })
-            .await
-            .map(Some);
+        let revision = shared.run(read_revision).await.map(Some);
         for caller in callers.drain(..) {
             let answer = match &revision {
                 Ok(revision) => Ok(*revision),
@@ -584,6 +573,17 @@ async fn read_revisions(shared: Arc<Shared>, mut waiting: mpsc::Receiver<Revisio
             let _ = caller.send(answer);
         }
     }
+}
+
+/// The revision and item count the trigger keeps (migration 0002).
+async fn read_revision(client: &tokio_postgres::Client) -> Result<Revision, tokio_postgres::Error> {
+    let row = client
+        .query_typed_one("SELECT revision, item_count FROM items_revision", &[])
+        .await?;
+    Ok(Revision {
+        number: row.try_get::<_, i64>(0)?.cast_unsigned(),
+        item_count: row.try_get(1)?,
+    })
 }
 
 /// One create request waiting for its id.
