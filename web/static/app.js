@@ -983,24 +983,15 @@
     let removed = 0;
     for (const [id, li] of Array.from(rows)) {
       if ((complete || id >= oldestInPage) && !pageIds.has(id)) {
-        const next = li.nextElementSibling || li.previousElementSibling;
-        const hadFocus = li.contains(document.activeElement);
-        rows.delete(id);
-        li.remove();
+        dropRow(li, id);
         removed += 1;
-        if (hadFocus) {
-          (next ? next.querySelector("button") : el.input).focus();
-        }
       }
     }
     let added = 0;
     for (const item of page) {
       const shown = rows.get(item.id);
       if (shown) {
-        // Edited elsewhere; a row being edited here keeps what its user is writing.
-        if (!shown.classList.contains("is-editing") && shown.querySelector(".item-text").textContent !== item.text) {
-          setRowText(shown, item.text);
-        }
+        showChangedText(shown, item.text);
         continue;
       }
       if (pendingDeletes.has(item.id)) {
@@ -1019,6 +1010,25 @@
     if (added > 0 || removed > 0) {
       updateListChrome();
       announce(changeSummary(added, removed));
+    }
+  }
+
+  // A row that left by a change made elsewhere: focus, if it was there, moves to a neighbour (or
+  // to the field), never to the page body.
+  function dropRow(li, id) {
+    const next = li.nextElementSibling || li.previousElementSibling;
+    const hadFocus = li.contains(document.activeElement);
+    rows.delete(id);
+    li.remove();
+    if (hadFocus) {
+      (next ? next.querySelector("button") : el.input).focus();
+    }
+  }
+
+  // Text changed elsewhere; a row being edited here keeps what its user is writing.
+  function showChangedText(li, text) {
+    if (!li.classList.contains("is-editing") && li.querySelector(".item-text").textContent !== text) {
+      setRowText(li, text);
     }
   }
 
@@ -1136,10 +1146,7 @@
       const shown = rows.get(item.id);
       const pending = pendingDeletes.get(item.id);
       if (shown) {
-        // A row being edited here keeps what its user is writing.
-        if (!shown.classList.contains("is-editing") && shown.querySelector(".item-text").textContent !== item.text) {
-          setRowText(shown, item.text);
-        }
+        showChangedText(shown, item.text);
       } else if (pending) {
         setRowText(pending.li, item.text);
         pending.text = item.text;
@@ -1169,13 +1176,7 @@
     }
     const li = rows.get(id);
     if (li) {
-      const next = li.nextElementSibling || li.previousElementSibling;
-      const hadFocus = li.contains(document.activeElement);
-      rows.delete(id);
-      li.remove();
-      if (hadFocus) {
-        (next ? next.querySelector("button") : el.input).focus();
-      }
+      dropRow(li, id);
       oldestId = rows.size === 0 ? null : Math.min(...rows.keys());
       updateListChrome();
       announce(changeSummary(0, 1));
