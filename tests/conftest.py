@@ -90,7 +90,9 @@ def api_database(request: pytest.FixtureRequest, scratch: Path) -> Database:
         return Database("sqlite", {"DB_PATH": str(directory / "app.db")})
     if request.param == "postgres":
         cluster: PostgresCluster = request.getfixturevalue("postgres")
-        return Database("postgres", {"DATABASE_URL": cluster.create_database()})
+        # The API migrates its own schema here; the Compose stack and the Rust tests run the
+        # separate `items-api migrate` and a serving role with DML rights only.
+        return Database("postgres", {"DATABASE_URL": cluster.create_database(), "MIGRATE_ON_START": "true"})
     raise ValueError(f"unknown backend {request.param!r} in TEST_BACKENDS")
 
 

@@ -68,6 +68,29 @@ pub enum Command {
         /// A file written by `items-api backup` (or any intact items database).
         file: PathBuf,
     },
+    /// Apply the missing schema migrations to the database (DATABASE_URL, else DB_PATH), as its
+    /// owner, then exit. On Postgres, also give the role the service signs in as
+    /// (MIGRATE_APP_ROLE) exactly the rights serving needs.
+    Migrate {
+        /// Postgres: the role the service signs in as; gets CONNECT, USAGE on the schema,
+        /// SELECT/INSERT/UPDATE/DELETE on items (and its id sequence), SELECT on items_revision
+        /// and items_schema_migrations. Unset: grant nothing.
+        #[arg(long, env = "MIGRATE_APP_ROLE")]
+        app_role: Option<String>,
+        /// With MIGRATE_APP_ROLE: a file holding its password; the role is created as a login
+        /// with it, or its password is set to it.
+        #[arg(
+            long,
+            env = "MIGRATE_APP_ROLE_PASSWORD_FILE",
+            requires = "app_role",
+            conflicts_with = "app_role_entra_object_id"
+        )]
+        app_role_password_file: Option<PathBuf>,
+        /// With MIGRATE_APP_ROLE on Azure Database for PostgreSQL: the object id of the Entra
+        /// principal (the service's managed identity); the role is created for it when missing.
+        #[arg(long, env = "MIGRATE_APP_ROLE_ENTRA_OBJECT_ID", requires = "app_role")]
+        app_role_entra_object_id: Option<String>,
+    },
     /// Copy every item, with its id, text and created_at, from one database to another: SQLite
     /// to Postgres, Postgres to SQLite, or either to its own kind. The target must hold no items;
     /// the source may stay in use. Both sides are compared afterwards (count and checksum).
@@ -180,6 +203,14 @@ pub struct Config {
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub database_statement_timeout_ms: u64,
+
+    /// Apply missing schema migrations when the service starts. Unset: yes on SQLite (the file
+    /// is this process's own), no on Postgres, where `items-api migrate` runs first as the
+    /// database owner and the service can sign in with DML rights only; until then it waits,
+    /// not ready.
+    #[arg(long, env = "MIGRATE_ON_START", value_name = "true|false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub migrate_on_start: Option<bool>,
 
     /// Deployment environment; shown by /api/health and picks the default log format.
     #[arg(long, env = "APP_ENV", value_enum, ignore_case = true, default_value_t = AppEnv::Development, global = true)]
@@ -485,6 +516,7 @@ impl Config {
             synchronous: self.sqlite_synchronous,
             busy_timeout: Duration::from_millis(self.sqlite_busy_timeout_ms),
             read_connections: usize::try_from(self.db_read_connections).unwrap_or(usize::MAX),
+            migrate_on_start: self.migrate_on_start.unwrap_or(true),
         }
     }
 
@@ -494,6 +526,7 @@ impl Config {
             wait_timeout: Duration::from_millis(self.database_pool_timeout_ms),
             connect_timeout: Duration::from_millis(self.database_connect_timeout_ms),
             statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+            migrate_on_start: self.migrate_on_start.unwrap_or(false),
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
 use items_api::ops::{healthcheck, telemetry};
-use items_api::store::{self, Location, transfer};
+use items_api::store::{self, AppRole, RoleCreation, StoreSettings, transfer};
 use items_api::{Application, Cli, Command, Config, startup};
 
 fn main() -> ExitCode {
@@ -19,8 +19,8 @@ fn main() -> ExitCode {
         Command::Healthcheck { timeout_ms } => {
             check_health(&config, Duration::from_millis(timeout_ms))
         }
-        Command::Backup { file } => with_database(&config, async |location| {
-            let copy = store::backup(&location, &file).await?;
+        Command::Backup { file } => with_database(&config, async |settings| {
+            let copy = store::backup(&settings.location, &file).await?;
             Ok(format!(
                 "backup: {} items ({} bytes) written to {}",
                 copy.items,
@@ -28,15 +28,46 @@ fn main() -> ExitCode {
                 file.display()
             ))
         }),
-        Command::Restore { file } => with_database(&config, async |location| {
-            let copy = store::restore(&location, &file).await?;
+        Command::Restore { file } => with_database(&config, async |settings| {
+            let copy = store::restore(&settings.location, &file).await?;
             Ok(format!(
-                "restore: {location} now holds {} items ({} bytes) from {}",
+                "restore: {} now holds {} items ({} bytes) from {}",
+                settings.location,
                 copy.items,
                 copy.bytes,
                 file.display()
             ))
         }),
+        Command::Migrate {
+            app_role,
+            app_role_password_file,
+            app_role_entra_object_id,
+        } => {
+            let app_role =
+                match app_role_to_grant(app_role, app_role_password_file, app_role_entra_object_id)
+                {
+                    Ok(role) => role,
+                    Err(error) => return fail(&error),
+                };
+            with_database(&config, async |settings| {
+                let report = store::migrate(&settings, app_role.as_ref()).await?;
+                let granted = app_role
+                    .as_ref()
+                    .map(|role| format!("; {} may serve", role.name))
+                    .unwrap_or_default();
+                Ok(if report.from == report.to {
+                    format!(
+                        "migrate: {} already at schema version {}{granted}",
+                        settings.location, report.to
+                    )
+                } else {
+                    format!(
+                        "migrate: {} from schema version {} to {}{granted}",
+                        settings.location, report.from, report.to
+                    )
+                })
+            })
+        }
         Command::Transfer { from, to } => {
             let locations = config
                 .transfer_location(&from, "--from")
@@ -63,12 +94,41 @@ fn main() -> ExitCode {
 /// Runs a maintenance command against the configured database.
 fn with_database(
     config: &Config,
-    command: impl AsyncFnOnce(Location) -> Result<String, String>,
+    command: impl AsyncFnOnce(StoreSettings) -> Result<String, String>,
 ) -> ExitCode {
     match config.store_settings() {
-        Ok(settings) => run(command(settings.location)),
+        Ok(settings) => run(command(settings)),
         Err(error) => fail(&error.0),
     }
+}
+
+/// The role `migrate` grants the serving rights to, and how to create it.
+fn app_role_to_grant(
+    name: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+    entra_object_id: Option<String>,
+) -> Result<Option<AppRole>, String> {
+    let Some(name) = name.filter(|name| !name.is_empty()) else {
+        return Ok(None);
+    };
+    let create = match (password_file, entra_object_id) {
+        (Some(file), _) => {
+            let password = std::fs::read_to_string(&file).map_err(|error| {
+                format!("MIGRATE_APP_ROLE_PASSWORD_FILE {}: {error}", file.display())
+            })?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(format!(
+                    "MIGRATE_APP_ROLE_PASSWORD_FILE {} is empty",
+                    file.display()
+                ));
+            }
+            RoleCreation::Password(password.to_owned())
+        }
+        (None, Some(object_id)) => RoleCreation::EntraObjectId(object_id),
+        (None, None) => RoleCreation::Existing,
+    };
+    Ok(Some(AppRole { name, create }))
 }
 
 /// Runs a command to completion on a single-threaded runtime and reports its outcome.

@@ -211,6 +211,59 @@ impl OpenError {
     }
 }
 
+/// The role the service signs in as when another one migrates (Postgres), and how to create it
+/// when it does not exist yet.
+#[derive(Debug, Clone)]
+pub struct AppRole {
+    pub name: String,
+    pub create: RoleCreation,
+}
+
+#[derive(Debug, Clone)]
+pub enum RoleCreation {
+    /// It must exist already.
+    Existing,
+    /// A login with this password (created, or its password set to this one).
+    Password(String),
+    /// An Azure Database for PostgreSQL role for the Entra principal with this object id.
+    EntraObjectId(String),
+}
+
+/// Schema versions before and after `items-api migrate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// `items-api migrate`: brings the schema of the database the settings name up to date and,
+/// on Postgres, gives `app_role` the rights serving needs.
+pub async fn migrate(
+    settings: &StoreSettings,
+    app_role: Option<&AppRole>,
+) -> Result<MigrateReport, String> {
+    match &settings.location {
+        Location::Sqlite(path) => {
+            if app_role.is_some() {
+                return Err(
+                    "MIGRATE_APP_ROLE is for Postgres: a SQLite file has no roles; unset it".into(),
+                );
+            }
+            let (path, options) = (path.clone(), settings.sqlite.clone());
+            let (from, to) =
+                tokio::task::spawn_blocking(move || sqlite::migrate_file(&path, &options))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .map_err(|error| error.to_string())?;
+            Ok(MigrateReport {
+                from: from as i64,
+                to: to as i64,
+            })
+        }
+        Location::Postgres(target) => postgres::migrate(target, app_role).await,
+    }
+}
+
 /// Opens (and migrates) the database the settings name.
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ItemStore>, OpenError> {
     Ok(match &settings.location {

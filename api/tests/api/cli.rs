@@ -246,7 +246,7 @@ fn a_port_in_use_is_a_clear_start_up_error() {
 /// `--help` of the binary and of each command, together.
 fn all_help() -> String {
     let mut help = run_binary(&["--help"], &[]).1;
-    for command in ["healthcheck", "backup", "restore", "transfer"] {
+    for command in ["healthcheck", "migrate", "backup", "restore", "transfer"] {
         help.push_str(&run_binary(&[command, "--help"], &[]).1);
     }
     help
@@ -256,7 +256,7 @@ fn all_help() -> String {
 fn help_lists_every_setting_and_command() {
     let (code, stdout, _) = run_binary(&["--help"], &[]);
     assert_eq!(code, 0);
-    for command in ["healthcheck", "backup", "restore", "transfer"] {
+    for command in ["healthcheck", "migrate", "backup", "restore", "transfer"] {
         assert!(
             stdout.contains(command),
             "--help does not mention {command}"

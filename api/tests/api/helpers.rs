@@ -52,26 +52,36 @@ impl TestApp {
         Self::on_with(backend, |_| {}).await
     }
 
+    /// On Postgres the schema is migrated by its owner first (`items-api migrate`), and the
+    /// service signs in as a role with only the rights that grants: every contract test also
+    /// proves the service needs no more.
     pub async fn on_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> Option<Self> {
         match backend {
             Backend::Sqlite => Some(Self::spawn_with(customize).await),
             Backend::Postgres => {
-                let url = match postgres_support::fresh_database_url().await {
+                let url = match postgres_support::fresh_app_role_url().await {
                     Ok(url) => url,
                     Err(reason) => {
                         postgres_support::unavailable(&reason);
                         return None;
                     }
                 };
-                Some(Self::on_url(&url, customize).await)
+                Some(
+                    Self::spawn_with(|config| {
+                        config.database_url = items_api::config::DatabaseUrl(url);
+                        customize(config);
+                    })
+                    .await,
+                )
             }
         }
     }
 
-    /// A service on the Postgres database `url`.
+    /// A service on the Postgres database `url`, which it migrates itself.
     pub async fn on_url(url: &str, customize: impl FnOnce(&mut Config)) -> Self {
         Self::spawn_with(|config| {
             config.database_url = items_api::config::DatabaseUrl(url.to_owned());
+            config.migrate_on_start = Some(true);
             customize(config);
         })
         .await

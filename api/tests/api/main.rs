@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod items;
 mod logs;
+mod migrate;
 mod persistence;
 mod postgres;
 mod postgres_support;

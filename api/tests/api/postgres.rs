@@ -26,7 +26,10 @@ fn own_cluster() -> Option<Cluster> {
 
 fn serve(url: &str) -> BinaryServer {
     let unused = std::env::temp_dir().join("unused-sqlite.db");
-    BinaryServer::start(&unused, &[("DATABASE_URL", url)])
+    BinaryServer::start(
+        &unused,
+        &[("DATABASE_URL", url), ("MIGRATE_ON_START", "true")],
+    )
 }
 
 async fn post(client: &reqwest::Client, server: &BinaryServer, text: &str) -> reqwest::Response {
@@ -153,7 +156,7 @@ async fn processes_starting_together_migrate_the_schema_once() {
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let migrated = servers
         .iter()
         .filter(|server| server.log_contains("applied database migration"))
@@ -694,6 +697,7 @@ async fn the_password_can_come_from_a_file() {
         &[
             ("DATABASE_URL", &url),
             ("DATABASE_PASSWORD_FILE", file.to_str().unwrap()),
+            ("MIGRATE_ON_START", "true"),
         ],
     );
     let client = reqwest::Client::new();
@@ -732,7 +736,7 @@ async fn a_schema_newer_than_the_build_is_refused() {
         run_binary(&[], &[("DATABASE_URL", &url), ("BIND_ADDR", "127.0.0.1:0")]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("schema version 99, newer than this build knows (2)"),
+        stderr.contains("schema version 99, newer than this build knows (3) and not compatible"),
         "{stderr}"
     );
 }
@@ -848,6 +852,7 @@ fn managed_identity_env<'a>(url: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'
         ("IDENTITY_ENDPOINT", endpoint),
         ("IDENTITY_HEADER", "stub-secret"),
         ("AZURE_CLIENT_ID", "client-1234"),
+        ("MIGRATE_ON_START", "true"),
     ]
 }
 

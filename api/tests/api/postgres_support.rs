@@ -332,6 +332,51 @@ pub async fn fresh_database_url() -> Result<String, String> {
     Ok(with_search_path(&shared.admin_url, &schema))
 }
 
+/// A new schema on the shared server, migrated by the admin with a serving role of its own (as
+/// `items-api migrate --app-role` does), and the `DATABASE_URL` that signs in as that role.
+pub async fn fresh_app_role_url() -> Result<String, String> {
+    let admin_url = fresh_database_url().await?;
+    let role = format!("{}_app", schema_of(&admin_url));
+    let password = format!("pw-{role}");
+    migrate_with_app_role(&admin_url, &role, &password).await?;
+    as_user(&admin_url, &role, &password)
+}
+
+/// Runs the `migrate` command's work on `admin_url`, granting `role` (created with `password`).
+pub async fn migrate_with_app_role(
+    admin_url: &str,
+    role: &str,
+    password: &str,
+) -> Result<(), String> {
+    let mut config = items_api::Config::with_defaults("unused.db");
+    config.database_url = items_api::config::DatabaseUrl(admin_url.to_owned());
+    let settings = config.store_settings().map_err(|error| error.0)?;
+    let role = items_api::store::AppRole {
+        name: role.to_owned(),
+        create: items_api::store::RoleCreation::Password(password.to_owned()),
+    };
+    items_api::store::migrate(&settings, Some(&role))
+        .await
+        .map(drop)
+}
+
+/// `url` signing in as `user` with `password` instead.
+pub fn as_user(url: &str, user: &str, password: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(url).map_err(|error| error.to_string())?;
+    url.set_username(user)
+        .and_then(|()| url.set_password(Some(password)))
+        .map_err(|()| format!("cannot set the user of {url}"))?;
+    Ok(url.to_string())
+}
+
+/// The schema a `fresh_database_url` resolves names in.
+pub fn schema_of(url: &str) -> String {
+    url.rsplit("search_path%3D")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// `url` with every unqualified name resolved in `schema` first.
 pub fn with_search_path(url: &str, schema: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };

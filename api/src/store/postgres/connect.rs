@@ -255,6 +255,37 @@ impl Target {
     }
 }
 
+/// One connection outside any pool, for the maintenance commands; the task driving it ends when
+/// it is dropped.
+pub struct DirectConnection {
+    pub client: tokio_postgres::Client,
+    driver: JoinHandle<()>,
+}
+
+impl DirectConnection {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    pub async fn open(target: &Target) -> Result<Self, String> {
+        let (client, driver) = target
+            .connector()
+            .connect(&target.driver_config(Self::TIMEOUT))
+            .await
+            .map_err(|error| {
+                format!(
+                    "cannot connect to {target}: {}",
+                    crate::store::error_chain(&error)
+                )
+            })?;
+        Ok(Self { client, driver })
+    }
+}
+
+impl Drop for DirectConnection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
 /// `postgres://user@host:port/database` (the password never shown).
 impl fmt::Display for Target {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {

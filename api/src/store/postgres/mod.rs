@@ -1,18 +1,23 @@
 //! Postgres backend, for running several API processes on one database.
 //!
-//! Every request borrows a pooled connection and runs one statement in autocommit: a 201 is sent
-//! only after the insert committed (`synchronous_commit` is the server's business). Statements
-//! go out unnamed (parse, bind and execute in one round trip), never as prepared statements
-//! kept on the connection, so the pool works through PgBouncer in transaction mode. Nothing is
-//! cached in the process: what one replica committed, every replica reads next.
+//! Reads, updates and deletes each borrow a pooled connection and run one statement in
+//! autocommit; creates are queued and inserted in batches, one statement per round trip (see
+//! `insert_batches`). A 201 is sent only after its insert committed (`synchronous_commit` is the
+//! server's business). Statements go out unnamed (parse, bind and execute in one round trip),
+//! never as prepared statements kept on the connection, so the pool works through PgBouncer in
+//! transaction mode. The store keeps no items in the process; the list cache around it asks for
+//! the revision (one small read) before it reuses anything, so what one replica committed, every
+//! replica reads next.
 //!
-//! The service starts even while the server is unreachable: it reports not ready, answers 503,
-//! and connects and migrates in the background as soon as it can. Problems retrying cannot fix
-//! (a wrong password, a missing database, a newer schema) stop the start instead.
+//! The service starts even while the server is unreachable or its schema is not migrated yet:
+//! it reports not ready, answers 503, and connects (and migrates, with `MIGRATE_ON_START`) in
+//! the background as soon as it can. Problems retrying cannot fix (a wrong password, a missing
+//! database, a newer schema) stop the start instead.
 
 pub mod azure;
 pub mod connect;
 mod listen;
+pub mod schema;
 mod text;
 pub mod transfer;
 
@@ -36,19 +41,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::changes::{ChangeFeed, Position};
 use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, Revision, StoreError, error_chain};
 use crate::domain::{ItemText, now_timestamp};
+use schema::SchemaError;
 
 pub use connect::{Credentials, SslMode, Target};
 
-/// Schema migrations, applied in order; `items_schema_migrations` records the applied ones.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/postgres/0001_items.sql"),
-    include_str!("../../../migrations/postgres/0002_change_feed.sql"),
-];
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
-/// Taken (for the migrating transaction only) by every process that migrates, so replicas
-/// starting together apply each migration once. Any fixed number; these bytes spell "itemsapi".
-const MIGRATION_LOCK: i64 = 0x6974_656d_7361_7069;
+pub use schema::SCHEMA_VERSION;
 /// Rows inserted by one statement at most.
 const MAX_BATCH: usize = 512;
 /// Requests waiting for the inserting task (or for a revision); past this, they wait to queue.
@@ -72,6 +69,8 @@ pub struct PoolOptions {
     pub connect_timeout: Duration,
     /// How long one statement may run before it is cancelled and the request gets a 503.
     pub statement_timeout: Duration,
+    /// Apply missing migrations when connecting; otherwise wait until `items-api migrate` has.
+    pub migrate_on_start: bool,
 }
 
 pub struct PostgresStore {
@@ -194,6 +193,27 @@ impl PostgresStore {
     }
 }
 
+/// `items-api migrate` on Postgres: applies the missing migrations, then gives the app role its
+/// rights.
+pub async fn migrate(
+    target: &Target,
+    app_role: Option<&crate::store::AppRole>,
+) -> Result<crate::store::MigrateReport, String> {
+    let mut connection = connect::DirectConnection::open(target).await?;
+    let migrated = schema::migrate(&mut connection.client)
+        .await
+        .map_err(|error| error.describe(target))?;
+    if let Some(role) = app_role {
+        schema::grant(&mut connection.client, role)
+            .await
+            .map_err(|error| error.describe(target))?;
+    }
+    Ok(crate::store::MigrateReport {
+        from: migrated.from.into(),
+        to: migrated.to.into(),
+    })
+}
+
 fn build_pool(target: &Target, options: &PoolOptions) -> Result<Pool, String> {
     let manager = Manager::from_connect(
         target.driver_config(options.connect_timeout),
@@ -251,29 +271,30 @@ impl Shared {
             .clone()
     }
 
-    /// Connects and brings the schema up to date; on success the store is ready.
+    /// Connects and brings the schema up to date (or, when this process does not migrate,
+    /// checks that it is); on success the store is ready. A schema still behind is waited for,
+    /// as `items-api migrate` may be running right now.
     async fn prepare(&self) -> Result<(), PrepareError> {
         let mut client = match self.pool.get().await {
             Ok(client) => client,
             Err(error) => return Err(prepare_error(&self.target, &error)),
         };
-        migrate(&mut client).await.map_err(|error| match error {
-            MigrateError::TooNew(found) => PrepareError::Fatal(format!(
-                "the database {} has schema version {found}, newer than this build knows \
-                 ({SCHEMA_VERSION}); run a newer release",
-                self.target
-            )),
-            MigrateError::Driver(error) => {
-                let reason = format!(
-                    "cannot migrate the database {}: {}",
-                    self.target,
-                    error_chain(&error)
-                );
-                if classify(error).is_transient() {
-                    PrepareError::Retry(reason)
-                } else {
-                    PrepareError::Fatal(reason)
-                }
+        let checked = if self.options.migrate_on_start {
+            schema::migrate(&mut client).await.map(drop)
+        } else {
+            schema::check(&client).await.map(drop)
+        };
+        checked.map_err(|error| {
+            let reason = error.describe(&self.target);
+            let passes = match error {
+                SchemaError::Behind(_) => true,
+                SchemaError::Driver(error) => classify(error).is_transient(),
+                SchemaError::TooNew(_) | SchemaError::Role(_) => false,
+            };
+            if passes {
+                PrepareError::Retry(reason)
+            } else {
+                PrepareError::Fatal(reason)
             }
         })?;
         self.ready.store(true, Ordering::Release);
@@ -656,64 +677,6 @@ fn item_from_row(row: &tokio_postgres::Row) -> Result<Item, tokio_postgres::Erro
         text: text::decode(row.try_get(1)?),
         created_at: text::decode(row.try_get(2)?),
     })
-}
-
-enum MigrateError {
-    TooNew(i32),
-    Driver(tokio_postgres::Error),
-}
-
-impl From<tokio_postgres::Error> for MigrateError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        Self::Driver(error)
-    }
-}
-
-/// Applies the missing migrations in one transaction, under a transaction-scoped advisory lock
-/// (a session lock would not survive PgBouncer's transaction pooling).
-async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), MigrateError> {
-    let transaction = client.transaction().await?;
-    transaction
-        .execute_typed(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[(&MIGRATION_LOCK, Type::INT8)],
-        )
-        .await?;
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS items_schema_migrations (
-               version integer PRIMARY KEY,
-               applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await?;
-    let applied: i32 = transaction
-        .query_typed_one(
-            "SELECT coalesce(max(version), 0) FROM items_schema_migrations",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-    if applied > SCHEMA_VERSION {
-        return Err(MigrateError::TooNew(applied));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        let version = index as i32 + 1;
-        transaction.batch_execute(sql).await?;
-        transaction
-            .execute_typed(
-                "INSERT INTO items_schema_migrations (version) VALUES ($1)",
-                &[(&version, Type::INT4)],
-            )
-            .await?;
-        tracing::info!(version, "applied database migration");
-    }
-    // The table this build needs, whoever created it.
-    transaction
-        .batch_execute("SELECT id, text, created_at FROM items LIMIT 0")
-        .await?;
-    transaction.commit().await?;
-    Ok(())
 }
 
 /// Sorts a driver error into "try again later" (503) and "broken" (500).

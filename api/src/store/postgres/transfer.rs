@@ -2,46 +2,21 @@
 //! transaction, each on a connection of its own.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Connect;
 use futures_util::TryStreamExt;
-use tokio::task::JoinHandle;
+use tokio_postgres::RowStream;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, RowStream};
 
-use super::{SCHEMA_VERSION, Target, item_from_row, migrate, text};
+use super::connect::DirectConnection as Connection;
+use super::schema::{self, SchemaError};
+use super::{SCHEMA_VERSION, Target, item_from_row, text};
 use crate::store::Item;
 use crate::store::error_chain;
 use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One connection, outside any pool; the task driving it ends when it is dropped.
-struct Connection {
-    client: Client,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
 async fn connect(target: &Target) -> Result<Connection, TransferError> {
-    let (client, driver) = target
-        .connector()
-        .connect(&target.driver_config(CONNECT_TIMEOUT))
-        .await
-        .map_err(|error| {
-            TransferError::new(format!(
-                "cannot connect to {target}: {}",
-                error_chain(&error)
-            ))
-        })?;
-    Ok(Connection { client, driver })
+    Connection::open(target).await.map_err(TransferError::new)
 }
 
 fn failed(target: &Target, action: &str) -> impl Fn(tokio_postgres::Error) -> TransferError {
@@ -149,12 +124,12 @@ pub struct PostgresWriter {
 pub async fn writer(target: &Target) -> Result<PostgresWriter, TransferError> {
     let mut connection = connect(target).await?;
     let write = failed(target, "write to");
-    migrate(&mut connection.client).await.map_err(|error| match error {
-        super::MigrateError::TooNew(found) => TransferError::new(format!(
-            "{target} has schema version {found}, newer than this build knows ({SCHEMA_VERSION})"
-        )),
-        super::MigrateError::Driver(error) => write(error),
-    })?;
+    schema::migrate(&mut connection.client)
+        .await
+        .map_err(|error| match error {
+            SchemaError::Driver(error) => write(error),
+            other => TransferError::new(other.describe(target)),
+        })?;
     let client = &connection.client;
     // Readers go on; a running service's writes wait until the transfer commits.
     client

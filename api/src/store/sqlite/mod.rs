@@ -189,6 +189,8 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     pub busy_timeout: Duration,
     pub read_connections: usize,
+    /// Apply missing migrations when opening; otherwise refuse a file whose schema is behind.
+    pub migrate_on_start: bool,
 }
 
 /// Why the database could not be opened. Each message says what to fix.
@@ -215,6 +217,15 @@ pub enum OpenError {
     TooNew {
         path: PathBuf,
         found: i64,
+        known: usize,
+    },
+    #[error(
+        "the database {path} has schema version {found}, this build needs {known}; run \
+         `items-api migrate` first, or set MIGRATE_ON_START=true"
+    )]
+    Behind {
+        path: PathBuf,
+        found: usize,
         known: usize,
     },
     #[error("the database {path} cannot be served: {reason}")]
@@ -298,20 +309,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database, then starts the writer thread.
     pub fn open(path: &Path, options: &SqliteOptions) -> Result<Self, OpenError> {
-        let path = path.to_path_buf();
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-                path: dir.to_path_buf(),
-                cause: source,
-            })?;
-        }
-        let owner = claim_owner_lock(&path)?;
-        let mut conn = open_writer(&path, options)?;
-        migrate(&mut conn, &path)?;
-        check_items_table(&conn).map_err(|reason| OpenError::Unusable {
-            path: path.clone(),
-            reason,
-        })?;
+        let (path, owner, conn, _) = open_for_writing(path, options, options.migrate_on_start)?;
 
         let readers = Arc::new(ReaderPool {
             path: path.clone(),
@@ -635,19 +633,66 @@ fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, OpenE
     Ok(conn)
 }
 
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
+/// The database claimed by this process, its writing connection with the schema brought up to
+/// date (or checked, without `migrate`), and the schema version it had before.
+type Claimed = (PathBuf, Option<std::fs::File>, Connection, usize);
+
+pub(super) fn open_for_writing(
+    path: &Path,
+    options: &SqliteOptions,
+    migrate: bool,
+) -> Result<Claimed, OpenError> {
+    let path = path.to_path_buf();
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            path: dir.to_path_buf(),
+            cause: source,
+        })?;
+    }
+    let owner = claim_owner_lock(&path)?;
+    let mut conn = open_writer(&path, options)?;
+    let before = schema_version(&conn, &path)?;
+    if migrate {
+        migrate_schema(&mut conn, &path, before)?;
+    } else if before < SCHEMA_VERSION {
+        return Err(OpenError::Behind {
+            path,
+            found: before,
+            known: SCHEMA_VERSION,
+        });
+    }
+    check_items_table(&conn).map_err(|reason| OpenError::Unusable {
+        path: path.clone(),
+        reason,
+    })?;
+    Ok((path, owner, conn, before))
+}
+
+/// `items-api migrate` on a SQLite file: the schema versions before and after.
+pub fn migrate_file(path: &Path, options: &SqliteOptions) -> Result<(usize, usize), OpenError> {
+    let (_, _owner, _, before) = open_for_writing(path, options, true)?;
+    Ok((before, before.max(SCHEMA_VERSION)))
+}
+
+fn schema_version(conn: &Connection, path: &Path) -> Result<usize, OpenError> {
+    let applied: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| OpenError::Setup {
+            path: path.to_path_buf(),
+            cause: source,
+        })?;
+    known_schema_version(applied).ok_or(OpenError::TooNew {
+        path: path.to_path_buf(),
+        found: applied,
+        known: SCHEMA_VERSION,
+    })
+}
+
+fn migrate_schema(conn: &mut Connection, path: &Path, applied: usize) -> Result<(), OpenError> {
     let setup = |source| OpenError::Setup {
         path: path.to_path_buf(),
         cause: source,
     };
-    let applied: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(setup)?;
-    let applied = known_schema_version(applied).ok_or(OpenError::TooNew {
-        path: path.to_path_buf(),
-        found: applied,
-        known: SCHEMA_VERSION,
-    })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1055,6 +1100,7 @@ mod tests {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             read_connections: 2,
+            migrate_on_start: true,
         }
     }
 

@@ -1,17 +1,14 @@
 //! The SQLite side of `transfer`: a snapshot reader and an all-or-nothing writer, each on its own
 //! thread (SQLite calls block).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::backup::{highest_id_ever, raise_id_sequence};
-use super::{
-    SCHEMA_VERSION, check_items_table, claim_owner_lock, item_from_row, known_schema_version,
-    migrate,
-};
+use super::{SCHEMA_VERSION, item_from_row, known_schema_version};
 use crate::store::Item;
 use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
 
@@ -168,31 +165,23 @@ pub async fn writer(path: &Path) -> Result<SqliteWriter, TransferError> {
 }
 
 fn write_all(
-    path: &PathBuf,
+    path: &Path,
     ready: oneshot::Sender<Result<(), TransferError>>,
     mut commands: mpsc::Receiver<WriteCommand>,
 ) {
     let failed = |error: rusqlite::Error| {
         TransferError::new(format!("cannot write {}: {error}", path.display()))
     };
-    let opened = (|| {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|error| {
-                TransferError::new(format!("cannot create {}: {error}", dir.display()))
-            })?;
-        }
-        let owner =
-            claim_owner_lock(path).map_err(|error| TransferError::new(error.to_string()))?;
-        let mut conn = Connection::open(path).map_err(failed)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
-        conn.execute_batch("PRAGMA synchronous = FULL;")
-            .map_err(failed)?;
-        migrate(&mut conn, path).map_err(|error| TransferError::new(error.to_string()))?;
-        check_items_table(&conn).map_err(|reason| {
-            TransferError::new(format!("{} cannot be written: {reason}", path.display()))
-        })?;
-        Ok((owner, conn))
-    })();
+    let options = super::SqliteOptions {
+        journal_mode: super::JournalMode::Delete,
+        synchronous: super::Synchronous::Full,
+        busy_timeout: BUSY_TIMEOUT,
+        read_connections: 1,
+        migrate_on_start: true,
+    };
+    let opened = super::open_for_writing(path, &options, true)
+        .map(|(_, owner, conn, _)| (owner, conn))
+        .map_err(|error| TransferError::new(error.to_string()));
     let (_owner, mut conn) = match opened {
         Ok(opened) => opened,
         Err(error) => {
