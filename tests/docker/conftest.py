@@ -21,7 +21,7 @@ from support.stack import BuildInfo, Images
 from support.tools import require_tool, unavailable
 
 MODULE_ORDER = ["test_images", "test_stack", "test_persistence", "test_dev_override", "test_sigkill",
-                "test_scale_out", "test_move_to_postgres", "test_registry"]
+                "test_scale_out", "test_move_to_postgres", "test_pg_backup", "test_registry"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,7 +10,8 @@ from support import http
 from support.compose import inspect
 from support.stack import POSTGRES, SQLITE, add_item, up
 
-# As in docs/docker.md: the API's own settings supply the password (DATABASE_PASSWORD_FILE).
+# As in docs/docker.md: in a one-off container of the migrate service, which signs in as the
+# owner of the items (its DATABASE_PASSWORD_FILE); the serving role could not create the schema.
 TRANSFER = ["run", "--rm", "--no-deps", "-e", "TRANSFER_FROM=/data/app.db",
             "-e", "TRANSFER_TO=postgres://items@postgres:5432/items?sslmode=disable"]
 
@@ -37,7 +38,7 @@ def moved(project, on_sqlite, figure):
     project("stop", "api", files=SQLITE.files, log="move.log")
     project.files = POSTGRES.files
     project("up", "-d", "--wait", "postgres", log="move.log")
-    done = project(*TRANSFER, "-v", f"{project.name}_db-data:/data", "api", "transfer", log="move.log")
+    done = project(*TRANSFER, "-v", f"{project.name}_db-data:/data", "migrate", "transfer", log="move.log")
     up(project, POSTGRES, log="move.log")
     figure("sqlite to postgres move: items", len(on_sqlite["items"]))
     return {"output": done.stdout, "items": listed(project.web_url)}
@@ -67,7 +68,7 @@ def moved_back(project, moved):
     project("run", "--rm", "--no-deps", "-v", f"{project.name}_db-data:/data",
             "-e", "TRANSFER_TO=/data/from-postgres.db",
             "-e", "TRANSFER_FROM=postgres://items@postgres:5432/items?sslmode=disable",
-            "api", "transfer", log="move-back.log")
+            "migrate", "transfer", log="move-back.log")
     project("down", log="move-back.log")
     project("run", "--rm", "--no-deps", "api", "restore", "/data/from-postgres.db",
             files=SQLITE.files, log="move-back.log")

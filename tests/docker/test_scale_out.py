@@ -66,6 +66,28 @@ def test_the_password_is_not_in_any_containers_environment(stack):
     assert len(password) >= 20 and not any(password in entry for env in environments for entry in env)
 
 
+def psql(stack, sql: str) -> str:
+    """SQL as the owner, over the server's own socket."""
+    return stack("exec", "-T", "postgres", "psql", "-U", "items", "-d", "items", "-Atc", sql).stdout.strip()
+
+
+def test_the_replicas_serve_as_the_role_migrate_made_and_never_see_the_owners_password(stack):
+    mounted = {mount.get("Name") for c in stack.containers("api") for mount in inspect("container", c)["Mounts"]}
+    assert mounted == {f"{stack.name}_db-app-secret"}
+    sessions = psql(stack, "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = 'items' "
+                           "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+    assert sessions.split() == ["items_app"]
+
+
+def test_the_serving_role_may_change_items_and_nothing_else(stack):
+    rights = psql(stack, "SELECT has_table_privilege('items_app', 'items', 'INSERT'), "
+                         "has_table_privilege('items_app', 'items_revision', 'UPDATE'), "
+                         "has_database_privilege('items_app', 'items', 'CREATE'), "
+                         "has_schema_privilege('items_app', 'public', 'CREATE'), "
+                         "(SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = 'items_app')")
+    assert rights.split("|") == ["t", "f", "f", "f", "f"]
+
+
 def test_postgres_publishes_no_port(stack):
     ports = inspect("container", stack.container("postgres"))["NetworkSettings"]["Ports"] or {}
     assert [binding for bindings in ports.values() for binding in bindings or []] == []
