@@ -247,8 +247,8 @@ module postgres 'modules/postgres.bicep' = if (onPostgres) {
 
 // Which registry the apps pull from: the ACR with the pull identity, or GHCR with a token, or
 // none (public packages, or the placeholder).
-var registryAuth = useContainerRegistry ? 'identity' : ((!empty(ghcrUsername) && !empty(ghcrPassword)) ? 'password' : 'none')
-var registryServer = useContainerRegistry ? registry!.outputs.loginServer : (registryAuth == 'password' ? 'ghcr.io' : '')
+var registryAuth = useContainerRegistry ? 'identity' : ((empty(ghcrUsername) || empty(ghcrPassword)) ? 'none' : 'password')
+var registryServer = useContainerRegistry ? registry!.outputs.loginServer : ((registryAuth == 'password') ? 'ghcr.io' : '')
 
 module apiRunningImage 'modules/running-image.bicep' = if (empty(apiImage) && empty(imageRepository)) {
   params: {
@@ -265,8 +265,8 @@ module webRunningImage 'modules/running-image.bicep' = if (empty(webImage) && em
 }
 
 // An explicit image, else the repository and tag, else (azd) what runs now, else the placeholder.
-var apiImageRef = !empty(apiImage) ? apiImage : (!empty(imageRepository) ? '${imageRepository}/api:${imageTag}' : (apiAppExists ? apiRunningImage!.outputs.image : placeholderImage))
-var webImageRef = !empty(webImage) ? webImage : (!empty(imageRepository) ? '${imageRepository}/web:${imageTag}' : (webAppExists ? webRunningImage!.outputs.image : placeholderImage))
+var apiImageRef = empty(apiImage) ? (empty(imageRepository) ? (apiAppExists ? apiRunningImage!.outputs.image : placeholderImage) : '${imageRepository}/api:${imageTag}') : apiImage
+var webImageRef = empty(webImage) ? (empty(imageRepository) ? (webAppExists ? webRunningImage!.outputs.image : placeholderImage) : '${imageRepository}/web:${imageTag}') : webImage
 
 // The role the API signs in as: its own identity (Entra), or the app login (password).
 var apiDatabaseRole = entraSignIn ? apiIdentityName : postgresAppLogin
@@ -289,7 +289,7 @@ module api 'modules/api-app.bicep' = {
     postgresAuth: postgresAuth
     entraIdentityId: identities.outputs.apiIdentityId
     entraClientId: identities.outputs.apiIdentityClientId
-    postgresPassword: onPostgres && !entraSignIn ? postgresAppPassword : ''
+    postgresPassword: (onPostgres && (!entraSignIn)) ? postgresAppPassword : ''
     minReplicas: apiMinReplicas
     maxReplicas: apiMaxReplicas
     registryAuth: registryAuth

@@ -89,8 +89,8 @@ param registryUsername string = ''
 param registryPassword string = ''
 
 var onSqlite = databaseBackend == 'sqlite'
-var passwordSignIn = !onSqlite && postgresAuth == 'password'
-var entraSignIn = !onSqlite && postgresAuth == 'managedIdentity'
+var passwordSignIn = (!onSqlite) && (postgresAuth == 'password')
+var entraSignIn = (!onSqlite) && (postgresAuth == 'managedIdentity')
 
 // The API runs as distroless nonroot (65532). SMB has no POSIX owners, so the mount presents every
 // file as theirs; nobrl keeps SQLite's byte-range locks local instead of sending them to the SMB
@@ -159,7 +159,7 @@ var registries = pullWithIdentity ? [
   }
 ] : [])
 
-var secrets = concat(pullWithPassword ? [
+var appSecrets = concat(pullWithPassword ? [
   {
     name: 'registry-password'
     value: registryPassword
@@ -171,9 +171,9 @@ var secrets = concat(pullWithPassword ? [
   }
 ] : [])
 
-var identities = union(!entraSignIn ? {} : {
+var identities = union(entraSignIn ? {
   '${entraIdentityId}': {}
-}, pullWithIdentity ? {
+} : {}, pullWithIdentity ? {
   '${registryIdentityId}': {}
 } : {})
 
@@ -232,7 +232,7 @@ resource api 'Microsoft.App/containerApps@2026-01-01' = {
         transport: 'http'
         allowInsecure: false
       }
-      secrets: secrets
+      secrets: appSecrets
       registries: registries
     }
     template: {

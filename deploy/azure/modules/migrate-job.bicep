@@ -103,7 +103,7 @@ var registries = pullWithIdentity ? [
   }
 ] : [])
 
-var secrets = concat(pullWithPassword ? [
+var jobSecrets = concat(pullWithPassword ? [
   {
     name: 'registry-password'
     value: registryPassword
@@ -171,7 +171,7 @@ resource job 'Microsoft.App/jobs@2026-01-01' = {
       }
       replicaTimeout: replicaTimeoutSeconds
       replicaRetryLimit: replicaRetryLimit
-      secrets: secrets
+      secrets: jobSecrets
       registries: registries
     }
     template: {

@@ -76,6 +76,7 @@ param entraAdminType string
 param tags object
 
 var tenantId = tenant().tenantId
+var entraAdminSet = (!empty(entraAdminObjectId)) && (!empty(entraAdminName))
 
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2025-08-01' = {
   name: serverName
@@ -163,7 +164,7 @@ resource migrateAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@
 }
 
 // Also after the database: when the migration identity is skipped, its place in the chain is too.
-resource entraAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2025-08-01' = if (!empty(entraAdminObjectId) && !empty(entraAdminName)) {
+resource entraAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2025-08-01' = if (entraAdminSet) {
   parent: server
   name: entraAdminObjectId
   dependsOn: [
@@ -187,4 +188,4 @@ output serverName string = server.name
 output databaseName string = database.name
 
 @description('The person or group made administrator (empty when none was).')
-output entraAdminName string = (!empty(entraAdminObjectId) && !empty(entraAdminName)) ? entraAdminName : ''
+output entraAdminName string = entraAdminSet ? entraAdminName : ''
