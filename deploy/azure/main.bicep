@@ -111,6 +111,9 @@ param postgresEntraAdminName string = deployer().userPrincipalName
 ])
 param postgresEntraAdminType string = 'User'
 
+@description('Postgres: server name. Empty: <namePrefix>-pg-<unique suffix>. Set it to adopt a server restored to a point in time (README).')
+param postgresServerName string = ''
+
 @description('Postgres: compute size. Burstable B1ms allows 50 connections, 15 of them reserved for Azure.')
 param postgresSkuName string = 'Standard_B1ms'
 
@@ -154,7 +157,7 @@ var uniqueSuffix = uniqueString(resourceGroup().id)
 var compactPrefix = replace(toLower(namePrefix), '-', '')
 var storageAccountName = take('${compactPrefix}${uniqueSuffix}', 24)
 var registryName = take('${compactPrefix}${uniqueSuffix}', 50)
-var postgresServerName = take('${toLower(namePrefix)}-pg-${uniqueSuffix}', 63)
+var serverName = empty(postgresServerName) ? take('${toLower(namePrefix)}-pg-${uniqueSuffix}', 63) : postgresServerName
 
 // Names are worked out here, from parameters only, so what-if can show every resource they name.
 var logsName = '${namePrefix}-logs'
@@ -225,7 +228,7 @@ module sqliteStorage 'modules/sqlite-storage.bicep' = if (onSqlite) {
 module postgres 'modules/postgres.bicep' = if (onPostgres) {
   params: {
     location: location
-    serverName: postgresServerName
+    serverName: serverName
     skuName: postgresSkuName
     skuTier: postgresSkuTier
     version: postgresVersion
