@@ -1,19 +1,21 @@
-// Items app on Azure Container Apps: provisioning only. Deployed by hand (deploy/azure/README.md)
-// for the first time and whenever this file changes; the CD workflow then only swaps images with
-// `az containerapp update --image`, so a deployment never re-creates the apps or the share.
+// Items app on Azure Container Apps: provisioning only. It orchestrates one module per concern
+// (modules/); deploy/azure/README.md says how to run it, with azd or by hand. Afterwards the CD
+// workflow only swaps images (`az containerapp update --image`, and runs the migration job first
+// on Postgres), so a deploy never re-creates the apps, the share or the server.
 //
 //   Log Analytics <- Container Apps environment (Consumption)
 //   internet --https--> web (external ingress, :8080) --https--> api (internal ingress, :8000)
 //   databaseBackend 'sqlite':   api: one replica, Azure Files share mounted on /data
 //   databaseBackend 'postgres': api: minReplicas..maxReplicas on Azure Database for PostgreSQL
-//                               Flexible Server (TLS, Entra ID sign-in with a managed identity)
+//                               Flexible Server; a migration job migrates before each deploy
+//   useContainerRegistry:       images from an Azure Container Registry (azd) instead of GHCR
 
 targetScope = 'resourceGroup'
 
 @description('Azure region for every resource.')
 param location string = resourceGroup().location
 
-@description('Prefix of the environment, storage and Log Analytics names.')
+@description('Prefix of the environment, identity, storage, registry, server and Log Analytics names.')
 @minLength(3)
 @maxLength(12)
 param namePrefix string = 'items'
@@ -24,11 +26,26 @@ param apiAppName string = 'items-api'
 @description('Name of the web container app (public). The CD workflow updates it by this name.')
 param webAppName string = 'items-web'
 
-@description('Image repository prefix, lowercase: ghcr.io/<owner>/<repo>. The images are <prefix>/api and <prefix>/web.')
-param imageRepository string
+@description('Postgres: name of the migration job. The CD workflow starts it by this name.')
+param migrateJobName string = 'items-migrate'
 
-@description('Tag of both images for this deployment, e.g. sha-<full commit sha>. CD changes it afterwards.')
-param imageTag string
+@description('Image repository prefix, lowercase: ghcr.io/<owner>/<repo>. The images are <prefix>/api and <prefix>/web. Empty on the azd path, which sets apiImage and webImage.')
+param imageRepository string = ''
+
+@description('Tag of both images in imageRepository for this deployment, e.g. sha-<full commit sha>. CD changes it afterwards.')
+param imageTag string = 'latest'
+
+@description('Full image of the API (azd sets it). Empty: <imageRepository>/api:<imageTag>.')
+param apiImage string = ''
+
+@description('Full image of the web tier (azd sets it). Empty: <imageRepository>/web:<imageTag>.')
+param webImage string = ''
+
+@description('azd: the API app exists already. With no image given, it keeps the image it runs.')
+param apiAppExists bool = false
+
+@description('azd: the web app exists already. With no image given, it keeps the image it runs.')
+param webAppExists bool = false
 
 @description('GHCR user that owns the read:packages token. Empty when both packages are public.')
 param ghcrUsername string = ''
@@ -36,6 +53,9 @@ param ghcrUsername string = ''
 @description('GitHub token (classic PAT) with read:packages only. Empty when both packages are public.')
 @secure()
 param ghcrPassword string = ''
+
+@description('Create an Azure Container Registry and pull from it with a managed identity (the azd path; azd pushes the images there).')
+param useContainerRegistry bool = false
 
 @description('Where the API keeps the items: one replica on SQLite in an Azure Files share, or several replicas on Azure Database for PostgreSQL.')
 @allowed([
@@ -48,29 +68,53 @@ param databaseBackend string = 'sqlite'
 @minValue(2)
 param apiMinReplicas int = 2
 
-@description('Postgres: most API replicas. Replicas x (apiPoolSize + 1 listener) must stay below the server\'s usable connections (deploy/azure/README.md).')
+@description('Postgres: most API replicas. 3 so that a deploy, when old and new revisions both hold their connections, stays within what Standard_B1ms allows: (apiPoolSize + 1) x apiMaxReplicas x 2 + 1 + 3 <= 35 (deploy/azure/README.md).')
 @minValue(2)
-param apiMaxReplicas int = 5
+param apiMaxReplicas int = 3
 
-@description('Postgres: connections each API replica opens at most (DATABASE_POOL_SIZE).')
+@description('Postgres: connections each API replica opens at most (DATABASE_POOL_SIZE); each also holds one listener. 4, for the connection budget of apiMaxReplicas.')
 @minValue(1)
-param apiPoolSize int = 5
+param apiPoolSize int = 4
 
-@description('Postgres: how the API signs in. managedIdentity: passwordless, with an Entra ID token of a user-assigned identity (recommended). password: a password kept as a Container Apps secret.')
+@description('Postgres: how the app signs in. managedIdentity: passwordless, with Entra tokens of two user-assigned identities (recommended). password: logins whose passwords are Container Apps secrets.')
 @allowed([
   'managedIdentity'
   'password'
 ])
 param postgresAuth string = 'managedIdentity'
 
-@description('Postgres with postgresAuth = password: the administrator login the API signs in as.')
+@description('Postgres with postgresAuth = password: the administrator login, which the migration job signs in as.')
 param postgresAdminLogin string = 'itemsadmin'
 
 @description('Postgres with postgresAuth = password: its password. Never in a parameters file; pass it on the command line or from a key vault.')
 @secure()
 param postgresAdminPassword string = ''
 
-@description('Postgres: compute size. Burstable B1ms has 50 connections, 15 of them reserved for Azure.')
+@description('Postgres with postgresAuth = password: the login the API signs in as; the migration job creates it.')
+param postgresAppLogin string = 'items_app'
+
+@description('Postgres with postgresAuth = password: its password. Never in a parameters file.')
+@secure()
+param postgresAppPassword string = ''
+
+@description('Postgres: Entra object ID of the person or group made administrator, so people can sign in. Default: whoever deploys.')
+param postgresEntraAdminObjectId string = deployer().objectId
+
+@description('Postgres: that administrator\'s name: a user principal name, or the display name of a group or service principal. Default: the deployer\'s user principal name, which is empty when a service principal deploys: then no such administrator is set (pass one, e.g. a group).')
+param postgresEntraAdminName string = deployer().userPrincipalName
+
+@description('Postgres: that administrator\'s kind.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param postgresEntraAdminType string = 'User'
+
+@description('Postgres: server name. Empty: <namePrefix>-pg-<unique suffix>. Set it to adopt a server restored to a point in time (README).')
+param postgresServerName string = ''
+
+@description('Postgres: compute size. Burstable B1ms allows 50 connections, 15 of them reserved for Azure.')
 param postgresSkuName string = 'Standard_B1ms'
 
 @description('Postgres: the tier that goes with postgresSkuName (Burstable, GeneralPurpose, MemoryOptimized).')
@@ -101,506 +145,230 @@ param shareQuotaGiB int = 1
 @minValue(30)
 param logRetentionDays int = 30
 
-// Storage account names: 3-24 lowercase letters and digits, globally unique.
-var storageAccountName = take('${replace(toLower(namePrefix), '-', '')}${uniqueString(resourceGroup().id)}', 24)
-var shareName = 'items-data'
-var environmentStorageName = 'data'
-var useRegistryCredentials = !empty(ghcrUsername) && !empty(ghcrPassword)
+@description('Tags for every resource (azd adds azd-env-name).')
+param tags object = {}
+
 var onSqlite = databaseBackend == 'sqlite'
 var onPostgres = databaseBackend == 'postgres'
-var postgresServerName = take('${toLower(namePrefix)}-pg-${uniqueString(resourceGroup().id)}', 63)
-var postgresDatabaseName = 'items'
+var entraSignIn = onPostgres && postgresAuth == 'managedIdentity'
+var uniqueSuffix = uniqueString(resourceGroup().id)
+
+// Storage account and registry names: lowercase letters and digits only, globally unique.
+var compactPrefix = replace(toLower(namePrefix), '-', '')
+var storageAccountName = take('${compactPrefix}${uniqueSuffix}', 24)
+var registryName = take('${compactPrefix}${uniqueSuffix}', 50)
+var serverName = empty(postgresServerName) ? take('${toLower(namePrefix)}-pg-${uniqueSuffix}', 63) : postgresServerName
+
+// Names are worked out here, from parameters only, so what-if can show every resource they name.
+var logsName = '${namePrefix}-logs'
+var environmentName = '${namePrefix}-env'
 var apiIdentityName = '${namePrefix}-api-identity'
+var migrateIdentityName = '${namePrefix}-migrate-identity'
 
-// The API runs as distroless nonroot (65532). SMB has no POSIX owners, so the mount presents
-// every file as theirs; nobrl keeps SQLite's byte-range locks local instead of sending them to
-// the SMB server, which rejects them ("database is locked").
-var dataMountOptions = 'nobrl,uid=65532,gid=65532,dir_mode=0770,file_mode=0660'
+// Until azd has pushed the first image, the apps run a public placeholder.
+var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
 
-resource logs 'Microsoft.OperationalInsights/workspaces@2025-02-01' = {
-  name: '${namePrefix}-logs'
-  location: location
-  properties: {
-    sku: {
-      name: 'PerGB2018'
-    }
-    retentionInDays: logRetentionDays
+module monitoring 'modules/monitoring.bicep' = {
+  params: {
+    location: location
+    name: logsName
+    retentionDays: logRetentionDays
+    tags: tags
   }
 }
 
-resource storage 'Microsoft.Storage/storageAccounts@2025-01-01' = if (onSqlite) {
-  name: storageAccountName
-  location: location
-  kind: 'StorageV2'
-  sku: {
-    name: 'Standard_LRS'
-  }
-  properties: {
-    minimumTlsVersion: 'TLS1_2'
-    supportsHttpsTrafficOnly: true
-    allowBlobPublicAccess: false
-    // The Container Apps SMB mount authenticates with the account key.
-    allowSharedKeyAccess: true
+module environment 'modules/environment.bicep' = {
+  dependsOn: [
+    monitoring
+  ]
+  params: {
+    location: location
+    name: environmentName
+    logAnalyticsWorkspaceName: logsName
+    tags: tags
   }
 }
 
-resource fileService 'Microsoft.Storage/storageAccounts/fileServices@2025-01-01' = if (onSqlite) {
-  parent: storage
-  name: 'default'
-  properties: {
-    shareDeleteRetentionPolicy: {
-      enabled: true
-      days: 7
-    }
+module identities 'modules/identities.bicep' = {
+  params: {
+    location: location
+    apiIdentityName: apiIdentityName
+    migrateIdentityName: migrateIdentityName
+    pullIdentityName: '${namePrefix}-pull-identity'
+    postgresEntraSignIn: entraSignIn
+    registryPull: useContainerRegistry
+    tags: tags
   }
 }
 
-resource share 'Microsoft.Storage/storageAccounts/fileServices/shares@2025-01-01' = if (onSqlite) {
-  parent: fileService
-  name: shareName
-  properties: {
-    shareQuota: shareQuotaGiB
-    enabledProtocols: 'SMB'
+module registry 'modules/registry.bicep' = if (useContainerRegistry) {
+  params: {
+    location: location
+    name: registryName
+    pullPrincipalId: identities.outputs.pullIdentityPrincipalId
+    tags: tags
   }
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2025-01-01' = {
-  name: '${namePrefix}-env'
-  location: location
-  properties: {
-    appLogsConfiguration: {
-      destination: 'log-analytics'
-      logAnalyticsConfiguration: {
-        customerId: logs.properties.customerId
-        sharedKey: logs.listKeys().primarySharedKey
-      }
-    }
-    workloadProfiles: [
-      {
-        name: 'Consumption'
-        workloadProfileType: 'Consumption'
-      }
-    ]
+module sqliteStorage 'modules/sqlite-storage.bicep' = if (onSqlite) {
+  dependsOn: [
+    environment
+  ]
+  params: {
+    location: location
+    storageAccountName: storageAccountName
+    shareName: 'items-data'
+    shareQuotaGiB: shareQuotaGiB
+    environmentName: environmentName
+    environmentStorageName: 'data'
+    tags: tags
   }
 }
 
-resource environmentStorage 'Microsoft.App/managedEnvironments/storages@2025-01-01' = if (onSqlite) {
-  parent: environment
-  name: environmentStorageName
-  properties: {
-    azureFile: {
-      accountName: storage.name
-      accountKey: storage.listKeys().keys[0].value
-      shareName: share.name
-      accessMode: 'ReadWrite'
-    }
-  }
-}
-
-var registrySecrets = useRegistryCredentials ? [
-  {
-    name: 'ghcr-password'
-    value: ghcrPassword
-  }
-] : []
-
-// The API's identity for signing in to Postgres without a password: it is the server's Entra ID
-// administrator, so it can create the tables on the first start (deploy/azure/README.md has the
-// least-privilege variant).
-resource apiIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = if (onPostgres && postgresAuth == 'managedIdentity') {
-  name: apiIdentityName
-  location: location
-}
-
-resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = if (onPostgres) {
-  name: postgresServerName
-  location: location
-  sku: {
-    name: postgresSkuName
-    tier: postgresSkuTier
-  }
-  properties: {
+module postgres 'modules/postgres.bicep' = if (onPostgres) {
+  params: {
+    location: location
+    serverName: serverName
+    skuName: postgresSkuName
+    skuTier: postgresSkuTier
     version: postgresVersion
-    storage: {
-      storageSizeGB: postgresStorageGiB
-      autoGrow: 'Enabled'
-    }
-    backup: {
-      backupRetentionDays: postgresBackupRetentionDays
-      geoRedundantBackup: 'Disabled'
-    }
-    highAvailability: {
-      mode: 'Disabled'
-    }
-    authConfig: {
-      activeDirectoryAuth: (postgresAuth == 'managedIdentity') ? 'Enabled' : 'Disabled'
-      passwordAuth: (postgresAuth == 'password') ? 'Enabled' : 'Disabled'
-      tenantId: subscription().tenantId
-    }
-    administratorLogin: (postgresAuth == 'password') ? postgresAdminLogin : null
-    administratorLoginPassword: (postgresAuth == 'password') ? postgresAdminPassword : null
-    // Public endpoint, reachable from Azure services only (the firewall rule below); the
-    // README shows the private (VNet) variant.
-    network: {
-      publicNetworkAccess: 'Enabled'
-    }
+    storageGiB: postgresStorageGiB
+    backupRetentionDays: postgresBackupRetentionDays
+    databaseName: 'items'
+    passwordSignIn: postgresAuth == 'password'
+    administratorLogin: postgresAdminLogin
+    administratorLoginPassword: postgresAdminPassword
+    migrateAdministrator: entraSignIn
+    migrateIdentityName: migrateIdentityName
+    migrateIdentityPrincipalId: identities.outputs.migrateIdentityPrincipalId
+    entraAdminObjectId: postgresEntraAdminObjectId
+    entraAdminName: postgresEntraAdminName
+    entraAdminType: postgresEntraAdminType
+    tags: tags
   }
 }
 
-// 0.0.0.0 to 0.0.0.0 is Azure's "allow Azure services": any Azure address, no internet ones.
-resource postgresFirewall 'Microsoft.DBforPostgreSQL/flexibleServers/firewallRules@2024-08-01' = if (onPostgres) {
-  parent: postgres
-  name: 'AllowAllAzureServicesAndResourcesWithinAzureIps'
-  properties: {
-    startIpAddress: '0.0.0.0'
-    endIpAddress: '0.0.0.0'
+// Which registry the apps pull from: the ACR with the pull identity, or GHCR with a token, or
+// none (public packages, or the placeholder).
+var registryAuth = useContainerRegistry ? 'identity' : ((empty(ghcrUsername) || empty(ghcrPassword)) ? 'none' : 'password')
+var registryServer = useContainerRegistry ? registry!.outputs.loginServer : ((registryAuth == 'password') ? 'ghcr.io' : '')
+
+module apiRunningImage 'modules/running-image.bicep' = if (empty(apiImage) && empty(imageRepository)) {
+  params: {
+    appName: apiAppName
+    exists: apiAppExists
   }
 }
 
-// Refuse every connection without TLS (the default; set so that it stays so).
-resource postgresTls 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@2024-08-01' = if (onPostgres) {
-  parent: postgres
-  name: 'require_secure_transport'
-  properties: {
-    value: 'on'
-    source: 'user-override'
+module webRunningImage 'modules/running-image.bicep' = if (empty(webImage) && empty(imageRepository)) {
+  params: {
+    appName: webAppName
+    exists: webAppExists
   }
 }
 
-resource postgresDatabase 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2024-08-01' = if (onPostgres) {
-  parent: postgres
-  name: postgresDatabaseName
-  dependsOn: [
-    postgresTls
-  ]
-  properties: {
-    charset: 'UTF8'
-    collation: 'en_US.utf8'
+// An explicit image, else the repository and tag, else (azd) what runs now, else the placeholder.
+var apiImageRef = empty(apiImage) ? (empty(imageRepository) ? (apiAppExists ? apiRunningImage!.outputs.image : placeholderImage) : '${imageRepository}/api:${imageTag}') : apiImage
+var webImageRef = empty(webImage) ? (empty(imageRepository) ? (webAppExists ? webRunningImage!.outputs.image : placeholderImage) : '${imageRepository}/web:${imageTag}') : webImage
+
+// The role the API signs in as: its own identity (Entra), or the app login (password).
+var apiDatabaseRole = entraSignIn ? apiIdentityName : postgresAppLogin
+
+module api 'modules/api-app.bicep' = {
+  params: {
+    location: location
+    name: apiAppName
+    environmentId: environment.outputs.id
+    image: apiImageRef
+    tags: union(tags, {
+      'azd-service-name': 'api'
+    })
+    databaseBackend: databaseBackend
+    sqliteStorageName: onSqlite ? sqliteStorage!.outputs.environmentStorageName : ''
+    postgresHost: onPostgres ? postgres!.outputs.fqdn : ''
+    postgresDatabase: onPostgres ? postgres!.outputs.databaseName : ''
+    postgresUser: apiDatabaseRole
+    poolSize: apiPoolSize
+    postgresAuth: postgresAuth
+    entraIdentityId: identities.outputs.apiIdentityId
+    entraClientId: identities.outputs.apiIdentityClientId
+    postgresPassword: (onPostgres && (!entraSignIn)) ? postgresAppPassword : ''
+    minReplicas: apiMinReplicas
+    maxReplicas: apiMaxReplicas
+    registryAuth: registryAuth
+    registryServer: registryServer
+    registryIdentityId: identities.outputs.pullIdentityId
+    registryUsername: ghcrUsername
+    registryPassword: ghcrPassword
   }
 }
 
-resource postgresAdmin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2024-08-01' = if (onPostgres && postgresAuth == 'managedIdentity') {
-  parent: postgres
-  name: apiIdentity!.properties.principalId
-  dependsOn: [
-    postgresDatabase
-  ]
-  properties: {
-    principalName: apiIdentity.name
-    principalType: 'ServicePrincipal'
-    tenantId: subscription().tenantId
+module migrateJob 'modules/migrate-job.bicep' = if (onPostgres) {
+  params: {
+    location: location
+    name: migrateJobName
+    environmentId: environment.outputs.id
+    image: apiImageRef
+    tags: tags
+    postgresHost: postgres!.outputs.fqdn
+    postgresDatabase: postgres!.outputs.databaseName
+    postgresAuth: postgresAuth
+    adminUser: entraSignIn ? migrateIdentityName : postgresAdminLogin
+    entraIdentityId: identities.outputs.migrateIdentityId
+    entraClientId: identities.outputs.migrateIdentityClientId
+    adminPassword: entraSignIn ? '' : postgresAdminPassword
+    appRole: apiDatabaseRole
+    appRoleObjectId: identities.outputs.apiIdentityPrincipalId
+    appRolePassword: entraSignIn ? '' : postgresAppPassword
+    registryAuth: registryAuth
+    registryServer: registryServer
+    registryIdentityId: identities.outputs.pullIdentityId
+    registryUsername: ghcrUsername
+    registryPassword: ghcrPassword
   }
 }
 
-// Postgres URL: the identity's name (or the admin login) as user, TLS verified against the
-// compiled-in roots, which include the ones Azure's certificates chain to.
-var postgresUser = (postgresAuth == 'managedIdentity') ? apiIdentityName : postgresAdminLogin
-var postgresUrl = onPostgres ? 'postgres://${postgresUser}@${postgres!.properties.fullyQualifiedDomainName}:5432/${postgresDatabaseName}?sslmode=verify-full' : ''
-
-var databaseSecrets = (onPostgres && postgresAuth == 'password') ? [
-  {
-    name: 'db-password'
-    value: postgresAdminPassword
-  }
-] : []
-
-var sqliteEnv = [
-  {
-    name: 'DB_PATH'
-    value: '/data/app.db'
-  }
-  {
-    // WAL needs shared memory between processes, which SMB cannot provide.
-    name: 'SQLITE_JOURNAL_MODE'
-    value: 'delete'
-  }
-]
-
-var postgresEnv = concat([
-  {
-    name: 'DATABASE_URL'
-    value: postgresUrl
-  }
-  {
-    name: 'DATABASE_POOL_SIZE'
-    value: string(apiPoolSize)
-  }
-], (postgresAuth == 'managedIdentity') ? [
-  {
-    name: 'DATABASE_AUTH'
-    value: 'azure-managed-identity'
-  }
-  {
-    // Which identity to ask the identity endpoint for (a user-assigned one).
-    name: 'AZURE_CLIENT_ID'
-    value: apiIdentity!.properties.clientId
-  }
-] : [
-  {
-    // The secret as a file (the secrets volume below), not as an environment variable.
-    name: 'DATABASE_PASSWORD_FILE'
-    value: '/run/secrets/db-password'
-  }
-])
-
-var sqliteVolumes = [
-  {
-    name: 'data'
-    storageType: 'AzureFile'
-    storageName: environmentStorageName
-    mountOptions: dataMountOptions
-  }
-]
-
-var postgresVolumes = (postgresAuth == 'password') ? [
-  {
-    name: 'secrets'
-    storageType: 'Secret'
-    secrets: [
-      {
-        secretRef: 'db-password'
-        path: 'db-password'
-      }
-    ]
-  }
-] : []
-
-var registries = useRegistryCredentials ? [
-  {
-    server: 'ghcr.io'
-    username: ghcrUsername
-    passwordSecretRef: 'ghcr-password'
-  }
-] : []
-
-// SQLite: exactly one replica and one active revision. More replicas would each write the same
-// file over SMB without shared locks. On Postgres, replicas share the database: minReplicas to
-// maxReplicas, scaled on concurrent requests, and old and new revisions may overlap.
-resource api 'Microsoft.App/containerApps@2025-01-01' = {
-  name: apiAppName
-  location: location
-  // Only the one of the two that is deployed stays a dependency.
-  dependsOn: [
-    environmentStorage
-    postgresAdmin
-    postgresDatabase
-  ]
-  identity: (onPostgres && postgresAuth == 'managedIdentity') ? {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${apiIdentity.id}': {}
-    }
-  } : {
-    type: 'None'
-  }
-  properties: {
-    environmentId: environment.id
-    workloadProfileName: 'Consumption'
-    configuration: {
-      activeRevisionsMode: 'Single'
-      ingress: {
-        // Reachable only from inside the environment (the web app), on 443 (and 80) of its
-        // internal FQDN; Container Apps forwards to targetPort.
-        external: false
-        targetPort: 8000
-        transport: 'http'
-        allowInsecure: false
-      }
-      secrets: concat(registrySecrets, databaseSecrets)
-      registries: registries
-    }
-    template: {
-      containers: [
-        {
-          name: 'api'
-          image: '${imageRepository}/api:${imageTag}'
-          resources: {
-            cpu: json('0.25')
-            memory: '0.5Gi'
-          }
-          env: concat([
-            {
-              name: 'APP_ENV'
-              value: 'production'
-            }
-            {
-              name: 'RUST_LOG'
-              value: 'info'
-            }
-          ], onSqlite ? sqliteEnv : postgresEnv)
-          probes: [
-            {
-              // Migrations and the first open of the database over SMB happen before this passes.
-              type: 'Startup'
-              httpGet: {
-                path: '/api/healthz'
-                port: 8000
-              }
-              initialDelaySeconds: 2
-              periodSeconds: 3
-              failureThreshold: 10
-              timeoutSeconds: 2
-            }
-            {
-              type: 'Liveness'
-              httpGet: {
-                path: '/api/healthz'
-                port: 8000
-              }
-              periodSeconds: 10
-              failureThreshold: 3
-              timeoutSeconds: 2
-            }
-            {
-              // 503 while the database is unreachable or read-only: no traffic until it is back.
-              type: 'Readiness'
-              httpGet: {
-                path: '/api/health'
-                port: 8000
-              }
-              periodSeconds: 10
-              failureThreshold: 3
-              timeoutSeconds: 3
-            }
-          ]
-          volumeMounts: onSqlite ? [
-            {
-              volumeName: 'data'
-              mountPath: '/data'
-            }
-          ] : ((postgresAuth == 'password') ? [
-            {
-              volumeName: 'secrets'
-              mountPath: '/run/secrets'
-            }
-          ] : [])
-        }
-      ]
-      scale: onSqlite ? {
-        minReplicas: 1
-        maxReplicas: 1
-      } : {
-        minReplicas: apiMinReplicas
-        maxReplicas: apiMaxReplicas
-        rules: [
-          {
-            name: 'http'
-            http: {
-              metadata: {
-                concurrentRequests: '100'
-              }
-            }
-          }
-        ]
-      }
-      volumes: onSqlite ? sqliteVolumes : postgresVolumes
-    }
-  }
-}
-
-resource web 'Microsoft.App/containerApps@2025-01-01' = {
-  name: webAppName
-  location: location
-  properties: {
-    environmentId: environment.id
-    workloadProfileName: 'Consumption'
-    configuration: {
-      activeRevisionsMode: 'Single'
-      ingress: {
-        external: true
-        targetPort: 8080
-        transport: 'auto'
-        // Plain HTTP is redirected to HTTPS.
-        allowInsecure: false
-      }
-      secrets: registrySecrets
-      registries: registries
-    }
-    template: {
-      containers: [
-        {
-          name: 'web'
-          image: '${imageRepository}/web:${imageTag}'
-          resources: {
-            cpu: json('0.25')
-            memory: '0.5Gi'
-          }
-          env: [
-            {
-              // The API's internal FQDN over HTTPS, not http://<app>:8000: internal ingress
-              // listens on 80/443 only. Nginx resolves the name per request through its own
-              // resolver, which ignores resolv.conf search domains, so the bare app name would not
-              // resolve; the FQDN does. The template sends SNI and keeps Host = the FQDN.
-              name: 'API_UPSTREAM'
-              value: 'https://${api.properties.configuration.ingress.fqdn}'
-            }
-          ]
-          probes: [
-            {
-              type: 'Startup'
-              httpGet: {
-                path: '/healthz'
-                port: 8080
-              }
-              periodSeconds: 2
-              failureThreshold: 10
-              timeoutSeconds: 2
-            }
-            {
-              type: 'Liveness'
-              httpGet: {
-                path: '/healthz'
-                port: 8080
-              }
-              periodSeconds: 10
-              failureThreshold: 3
-              timeoutSeconds: 2
-            }
-            {
-              type: 'Readiness'
-              httpGet: {
-                path: '/healthz'
-                port: 8080
-              }
-              periodSeconds: 10
-              failureThreshold: 3
-              timeoutSeconds: 2
-            }
-          ]
-        }
-      ]
-      scale: {
-        minReplicas: 1
-        maxReplicas: 3
-        rules: [
-          {
-            name: 'http'
-            http: {
-              metadata: {
-                concurrentRequests: '50'
-              }
-            }
-          }
-        ]
-      }
-    }
+module web 'modules/web-app.bicep' = {
+  params: {
+    location: location
+    name: webAppName
+    environmentId: environment.outputs.id
+    image: webImageRef
+    tags: union(tags, {
+      'azd-service-name': 'web'
+    })
+    apiFqdn: api.outputs.fqdn
+    registryAuth: registryAuth
+    registryServer: registryServer
+    registryIdentityId: identities.outputs.pullIdentityId
+    registryUsername: ghcrUsername
+    registryPassword: ghcrPassword
   }
 }
 
 @description('Public URL of the app.')
-output webUrl string = 'https://${web.properties.configuration.ingress.fqdn}'
+output webUrl string = 'https://${web.outputs.fqdn}'
 
 @description('Internal FQDN of the API (reachable only inside the environment).')
-output apiInternalFqdn string = api.properties.configuration.ingress.fqdn
+output apiInternalFqdn string = api.outputs.fqdn
 
 @description('SQLite: the storage account holding the share with the database (backups: README).')
-output storageAccountName string = onSqlite ? storage.name : ''
+output storageAccountName string = onSqlite ? sqliteStorage!.outputs.storageAccountName : ''
 
 @description('SQLite: the Azure Files share with the database.')
-output shareName string = onSqlite ? share.name : ''
+output shareName string = onSqlite ? sqliteStorage!.outputs.shareName : ''
 
 @description('Postgres: the server\'s host name.')
-output postgresServerFqdn string = onPostgres ? postgres!.properties.fullyQualifiedDomainName : ''
+output postgresServerFqdn string = onPostgres ? postgres!.outputs.fqdn : ''
 
-@description('Postgres: the user the API signs in as (the managed identity\'s name, or the admin login).')
-output postgresUser string = onPostgres ? postgresUser : ''
+@description('Postgres: the role the API signs in as (its identity\'s name, or the app login).')
+output postgresUser string = onPostgres ? apiDatabaseRole : ''
+
+@description('Postgres: the person or group who is an Entra administrator (empty when none was set).')
+output postgresEntraAdmin string = onPostgres ? postgres!.outputs.entraAdminName : ''
+
+@description('Postgres: the migration job to run before each API update; empty on SQLite.')
+output migrateJobName string = onPostgres ? migrateJob!.outputs.name : ''
+
+@description('The registry azd pushes to (empty without useContainerRegistry).')
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = useContainerRegistry ? registry!.outputs.loginServer : ''

@@ -10,7 +10,7 @@ import pytest
 
 from support.repo import project_files
 
-REQUIRED_JSON = [".devcontainer/devcontainer.json", "deploy/azure/main.parameters.json"]
+REQUIRED_JSON = [".devcontainer/devcontainer.json", "deploy/azure/bicepconfig.json", "tests/lint/schemas/azure.yaml.json"]
 JSON_FILES = sorted({name for name in project_files(Path(__file__).resolve().parents[2]) if name.endswith(".json")})
 
 
