@@ -7,8 +7,9 @@
 # Every az call has a deadline of its own (az_within), so a hung call fails the function in time
 # for the rollback instead of running into the step's timeout-minutes.
 
-# Seconds between two looks at a revision or a job execution.
+# Seconds between two looks at a revision or a job execution, and between two tries of a restore.
 POLL_SECONDS=10
+RETRY_SECONDS=5
 # `az containerapp update` returns once the new revision is provisioned (not yet healthy).
 UPDATE_SECONDS=150
 
@@ -153,7 +154,7 @@ restore() {
       echo "::endgroup::"
       return 1
     fi
-    sleep 5
+    sleep "$RETRY_SECONDS"
   done
   revision="$(jq -r '.revision' <<< "$app_state")"
   if ! wait_for_revision "$app" "$revision" "$((deadline > SECONDS ? deadline - SECONDS : 0))"; then
