@@ -1,7 +1,9 @@
-"""Fixtures of the static checks: the repository's files, and the linters (PATH, then .venv/bin)."""
+"""Fixtures of the static checks: the repository's files, and the linters (PATH, then .venv/bin,
+then the directory of the Python running the tests, where its virtualenv installs them)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,6 @@ def files(repo: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def linter(repo: Path):
     def linter(name: str, install: str) -> str:
-        return require_tool(name, install, extra_dirs=(str(repo / ".venv" / "bin"),))
+        return require_tool(name, install, extra_dirs=(str(repo / ".venv" / "bin"), str(Path(sys.executable).parent)))
 
     return linter
