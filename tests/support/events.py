@@ -10,12 +10,17 @@ from urllib.parse import urlsplit
 class Stream:
     """GET /api/items/events, read an event block at a time."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, last_event_id: str | None = None) -> None:
         parts = urlsplit(base_url)
         self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-        self.connection.request("GET", "/api/items/events", headers={"Accept": "text/event-stream"})
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self.connection.request("GET", "/api/items/events", headers=headers)
         self.response = self.connection.getresponse()
         self.comments = 0
+        # The id of the last event read, as a browser keeps it for reconnecting.
+        self.last_event_id = last_event_id
 
     def next_event(self) -> dict:
         """The next event with a name (heartbeats are counted on the way)."""
@@ -34,6 +39,8 @@ class Stream:
                 self.comments += 1
             elif field == "event":
                 name = value.strip()
+            elif field == "id":
+                self.last_event_id = value.strip()
             elif field == "data":
                 data += value.strip()
 
