@@ -1,4 +1,5 @@
-//! Item rules shared by every layer: how text is cleaned and how timestamps are written.
+//! Item rules shared by every layer: how text is cleaned, how timestamps are written, and what
+//! makes two create requests the same one (an idempotency key).
 
 use time::OffsetDateTime;
 
@@ -75,10 +76,94 @@ pub fn now_timestamp() -> String {
     format_timestamp(OffsetDateTime::now_utc())
 }
 
+/// A client's `Idempotency-Key` for a create, with the fingerprint of what it asked to create: a
+/// retry with the same key and the same text gets the item the first attempt created; the same
+/// key with another text is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    key: String,
+    fingerprint: String,
+}
+
+/// Why an `Idempotency-Key` value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Idempotency-Key must be 1 to {max} visible ASCII characters (a UUID, say), optionally in \
+     double quotes",
+    max = IdempotencyKey::MAX_LEN
+)]
+pub struct KeyError;
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+
+    /// The header's value: a token or, as the IETF draft writes it, a quoted string.
+    pub fn parse(value: &[u8], text: &ItemText) -> Result<Self, KeyError> {
+        let unquoted = value
+            .strip_prefix(b"\"")
+            .and_then(|inner| inner.strip_suffix(b"\""))
+            .unwrap_or(value);
+        let visible = |byte: &u8| byte.is_ascii_graphic() && *byte != b'"';
+        if unquoted.is_empty() || unquoted.len() > Self::MAX_LEN || !unquoted.iter().all(visible) {
+            return Err(KeyError);
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_str().as_bytes());
+        let fingerprint = digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Ok(Self {
+            key: String::from_utf8(unquoted.to_vec()).map_err(|_| KeyError)?,
+            fingerprint,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// SHA-256 of the text to create, in hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn an_idempotency_key_is_a_token_or_a_quoted_string_and_its_fingerprint_is_the_text() {
+        let milk = ItemText::parse("milk", 100).unwrap();
+        let plain = IdempotencyKey::parse(b"8e03978e-40d5-43e8-bc93-6894a57f9324", &milk).unwrap();
+        let quoted =
+            IdempotencyKey::parse(b"\"8e03978e-40d5-43e8-bc93-6894a57f9324\"", &milk).unwrap();
+        assert_eq!(plain, quoted);
+        assert_eq!(plain.as_str(), "8e03978e-40d5-43e8-bc93-6894a57f9324");
+        let eggs = ItemText::parse("eggs", 100).unwrap();
+        let other = IdempotencyKey::parse(b"8e03978e-40d5-43e8-bc93-6894a57f9324", &eggs).unwrap();
+        assert_ne!(plain.fingerprint(), other.fingerprint());
+        assert_eq!(plain.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn an_idempotency_key_must_be_short_visible_ascii() {
+        let milk = ItemText::parse("milk", 100).unwrap();
+        for bad in [
+            &b""[..],
+            b"\"\"",
+            b"has space",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+            b"a\"b",
+        ] {
+            assert_eq!(IdempotencyKey::parse(bad, &milk), Err(KeyError), "{bad:?}");
+        }
+        assert!(IdempotencyKey::parse(&[b'k'; 255], &milk).is_ok());
+        assert!(IdempotencyKey::parse(&[b'k'; 256], &milk).is_err());
+    }
 
     #[test]
     fn parse_trims_ascii_whitespace_and_keeps_inner_spaces() {

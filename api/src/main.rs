@@ -79,10 +79,11 @@ fn main() -> ExitCode {
             run(async move {
                 let report = transfer::transfer(&from, &to, print_progress).await?;
                 Ok::<_, transfer::TransferError>(format!(
-                    "transfer: {} items copied from {from} to {to} in {:.1}s; next id above {}; \
-                     verified: same count and SHA-256 {} on both sides",
+                    "transfer: {} items copied from {from} to {to} in {:.1}s, with {} idempotency \
+                     keys; next id above {}; verified: same count and SHA-256 {} on both sides",
                     report.items,
                     report.elapsed.as_secs_f64(),
+                    report.keys,
                     report.highest_id_ever,
                     report.checksum
                 ))

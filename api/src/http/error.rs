@@ -98,6 +98,10 @@ pub enum AppError {
     BodyUnreadable,
     #[error("Request body not received within {seconds}s")]
     BodyTimeout { seconds: u64 },
+    #[error("A create with this Idempotency-Key is still running; retry once it has finished")]
+    KeyInFlight,
+    #[error("This Idempotency-Key was used for another item text; use a new key for a new item")]
+    KeyReused,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -112,6 +116,8 @@ impl AppError {
             Self::BadRequest(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ItemNotFound => StatusCode::NOT_FOUND,
+            Self::KeyInFlight => StatusCode::CONFLICT,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Store(StoreError::OutOfSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
@@ -129,9 +135,14 @@ impl IntoResponse for AppError {
                 (status, Json(ValidationBody { detail: errors })).into_response()
             }
             Self::Store(error) => {
-                // The client gets the reason phrase only; the cause goes to the access log,
-                // which writes it with the request id.
-                let mut response = detail_response(status, canonical_reason(status));
+                // The client gets the reason phrase only (or, when a write may have been stored,
+                // that it may have been); the cause goes to the access log, which writes it with
+                // the request id.
+                let detail = match error {
+                    StoreError::OutcomeUnknown { .. } => OUTCOME_UNKNOWN,
+                    _ => canonical_reason(status),
+                };
+                let mut response = detail_response(status, detail);
                 response
                     .extensions_mut()
                     .insert(ErrorCause(error_chain(&error)));
@@ -150,6 +161,14 @@ impl IntoResponse for AppError {
                 }
                 response
             }
+            Self::KeyInFlight => {
+                let mut response = detail_response(status, &self.to_string());
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                response
+            }
             Self::BodyTimeout { .. } => {
                 // The rest of the body may still be on its way: this connection cannot carry
                 // another request, and saying so lets the client stop sending.
@@ -164,6 +183,12 @@ impl IntoResponse for AppError {
         }
     }
 }
+
+/// The 503 detail when a write reached the database but its commit was not confirmed: unlike
+/// every other 503, the change may have been made.
+pub const OUTCOME_UNKNOWN: &str = "The database did not confirm this write: it may have been \
+     stored. Retry a create with the same Idempotency-Key to get its item exactly once; without a \
+     key, check whether it was stored before retrying.";
 
 /// `{"detail": message}` with the given status.
 pub fn detail_response(status: StatusCode, message: &str) -> Response {

@@ -28,6 +28,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::ops::telemetry::{self, ErrorCause};
+pub use error::OUTCOME_UNKNOWN;
 use error::{canonical_reason, detail_response};
 use openapi::{ApiDoc, docs_router};
 pub use state::{AppState, BodyLimits, EventStreams, ServiceInfo};

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use crate::http::routes::events::EventStreams;
+use crate::http::routes::items::KeysInFlight;
 use crate::store::ItemStore;
 use crate::store::list_cache::CachedLists;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     /// Behind an `Arc`: the state is cloned for every request, and cloning the stop token inside
     /// takes a lock.
     pub event_streams: Arc<EventStreams>,
+    /// Idempotency keys whose create is running now.
+    pub keys_in_flight: Arc<KeysInFlight>,
 }
 
 impl AppState {
@@ -34,6 +37,7 @@ impl AppState {
             info: Arc::new(info),
             body_limits,
             event_streams: Arc::new(event_streams),
+            keys_in_flight: Arc::default(),
         }
     }
 }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::ItemText;
+use crate::domain::{IdempotencyKey, ItemText};
 
 pub use location::{Location, LocationError};
 
@@ -35,6 +35,30 @@ pub struct Item {
     #[schema(example = "2026-01-02T03:04:05.123456+00:00")]
     pub created_at: String,
 }
+
+/// What a create with an idempotency key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Once {
+    /// Stored now.
+    Created(Item),
+    /// The key was used before for the same text: what that create stored.
+    Replayed(Item),
+    /// The key was used before for another text.
+    KeyReused,
+}
+
+impl Once {
+    /// The item created, now or before.
+    pub fn item(&self) -> Option<&Item> {
+        match self {
+            Self::Created(item) | Self::Replayed(item) => Some(item),
+            Self::KeyReused => None,
+        }
+    }
+}
+
+/// How long idempotency keys are kept at least; a retry after that creates a new item.
+pub const KEY_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// The largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 1000;
@@ -101,6 +125,15 @@ pub enum StoreError {
     /// The database's disk is full: writes fail until space is freed; reads go on.
     #[error("the database's disk is full")]
     OutOfSpace(#[source] BoxError),
+    /// A write was sent but whether it committed is not known (the connection broke, or the
+    /// answer took too long, between sending it and hearing back). Retrying it with the same
+    /// idempotency key finds out; retrying without one may store it twice.
+    #[error("the database did not confirm the write: {reason}")]
+    OutcomeUnknown {
+        reason: Cow<'static, str>,
+        #[source]
+        cause: Option<BoxError>,
+    },
     /// A failure that retrying will not fix.
     #[error("database error")]
     Failed(#[source] BoxError),
@@ -137,14 +170,28 @@ impl StoreError {
                 reason: reason.clone(),
                 cause: cause.map(Into::into),
             },
+            Self::OutcomeUnknown { reason, .. } => Self::OutcomeUnknown {
+                reason: reason.clone(),
+                cause: cause.map(Into::into),
+            },
             Self::OutOfSpace(_) => Self::OutOfSpace(cause.unwrap_or_default().into()),
             Self::Failed(_) => Self::Failed(cause.unwrap_or_default().into()),
         }
     }
 
+    pub fn outcome_unknown(
+        reason: impl Into<Cow<'static, str>>,
+        cause: impl Into<BoxError>,
+    ) -> Self {
+        Self::OutcomeUnknown {
+            reason: reason.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
     /// Failures that go away by themselves, answered 503 with `Retry-After`.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::OutcomeUnknown { .. })
     }
 }
 
@@ -163,6 +210,10 @@ pub trait ItemStore: Send + Sync + 'static {
 
     /// Stores the item; when this returns `Ok` the row is committed.
     async fn create(&self, text: ItemText) -> Result<Item, StoreError>;
+
+    /// Stores the item unless `key` was used before: then answers with what that first create
+    /// stored (same text), or refuses (another text). The item and the key commit together.
+    async fn create_once(&self, text: ItemText, key: IdempotencyKey) -> Result<Once, StoreError>;
 
     /// Replaces an item's text, keeping its id and `created_at`; `None` when there is no such
     /// item. When this returns `Ok` the change is committed.

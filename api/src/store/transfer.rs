@@ -1,5 +1,6 @@
 //! `items-api transfer`: copies every item from one database to another, either backend to either
-//! backend, with ids, texts and timestamps unchanged.
+//! backend, with ids, texts and timestamps unchanged, and the idempotency keys with them (a retry
+//! after the move still finds its item).
 //!
 //! The source is read as one consistent snapshot (a service may keep running on it); the target
 //! must hold no items and is written in one transaction, so a failed transfer leaves it empty.
@@ -27,7 +28,16 @@ impl TransferError {
     }
 }
 
-/// Reads a database's items in id order, from one snapshot.
+/// An idempotency key as stored: what its first create answered, and when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key: String,
+    pub fingerprint: String,
+    pub item: Item,
+    pub stored_at: i64,
+}
+
+/// Reads a database's items in id order, then its idempotency keys, from one snapshot.
 #[async_trait]
 pub trait Reader: Send {
     /// Items in the snapshot.
@@ -36,12 +46,16 @@ pub trait Reader: Send {
     fn highest_id_ever(&self) -> i64;
     /// The next items in id order, `None` after the last.
     async fn next_batch(&mut self) -> Result<Option<Vec<Item>>, TransferError>;
+    /// After the items: the next idempotency keys, `None` after the last (or when the database
+    /// predates them).
+    async fn next_keys(&mut self) -> Result<Option<Vec<StoredKey>>, TransferError>;
 }
 
 /// Writes items into an empty database, in one transaction.
 #[async_trait]
 pub trait Writer: Send {
     async fn write(&mut self, items: Vec<Item>) -> Result<(), TransferError>;
+    async fn write_keys(&mut self, keys: Vec<StoredKey>) -> Result<(), TransferError>;
     /// Moves the id sequence past `highest_id_ever` and commits.
     async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError>;
 }
@@ -57,6 +71,8 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferReport {
     pub items: u64,
+    /// Idempotency keys copied along.
+    pub keys: u64,
     /// Where the target's id sequence now stands.
     pub highest_id_ever: i64,
     /// SHA-256 over every item, in id order, equal on both sides.
@@ -89,6 +105,11 @@ pub async fn transfer(
             total,
         });
     }
+    let mut keys = 0;
+    while let Some(batch) = source.next_keys().await? {
+        keys += batch.len() as u64;
+        target.write_keys(batch).await?;
+    }
     let highest_id_ever = source.highest_id_ever().max(digest.highest_id);
     drop(source);
     target.commit(highest_id_ever).await?;
@@ -109,6 +130,7 @@ pub async fn transfer(
     }
     Ok(TransferReport {
         items: copied.0,
+        keys,
         highest_id_ever,
         checksum: copied.1,
         elapsed: started.elapsed(),

@@ -6,15 +6,14 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
+use items_api::domain::IdempotencyKey;
 use items_api::domain::ItemText;
-use items_api::http::{BodyLimits, EventStreams, RouterOptions, ServiceInfo};
 use items_api::store::changes::ChangeFeed;
-use items_api::store::{DatabaseStatus, Item, ItemStore, Page, Revision, StoreError};
-use items_api::{AppState, app};
+use items_api::store::{DatabaseStatus, Item, ItemStore, Once, Page, Revision, StoreError};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::helpers::{TestApp, assert_json_content_type, json_of};
+use crate::helpers::{TestApp, assert_json_content_type, json_of, router_on};
 
 #[tokio::test]
 async fn healthz_is_a_plain_ok() {
@@ -89,6 +88,9 @@ impl ItemStore for BrokenStore {
     async fn create(&self, _: ItemText) -> Result<Item, StoreError> {
         Err(broken_sqlite())
     }
+    async fn create_once(&self, _: ItemText, _: IdempotencyKey) -> Result<Once, StoreError> {
+        Err(broken_sqlite())
+    }
     async fn update(&self, _: i64, _: ItemText) -> Result<Option<Item>, StoreError> {
         Err(StoreError::unavailable("broken"))
     }
@@ -120,32 +122,8 @@ fn broken_sqlite() -> StoreError {
 }
 
 async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {
-    let info = ServiceInfo {
-        version: "test".into(),
-        build_date: String::new(),
-        vcs_ref: String::new(),
-        hostname: "test".into(),
-        environment: "development".into(),
-        started: std::time::Instant::now(),
-        stopping: Default::default(),
-    };
-    let limits = BodyLimits {
-        max_bytes: 1024,
-        timeout: std::time::Duration::from_secs(5),
-        max_text_chars: 100,
-    };
-    let streams = EventStreams::new(
-        10,
-        std::time::Duration::from_secs(15),
-        tokio_util::sync::CancellationToken::new(),
-    );
     let store = BrokenStore {
         feed: ChangeFeed::new_process_feed(0, 0),
-    };
-    let state = AppState::new(Arc::new(store), info, limits, streams);
-    let options = RouterOptions {
-        request_timeout: std::time::Duration::from_secs(5),
-        static_dir: None,
     };
     let request = Request::builder()
         .method(method)
@@ -153,7 +131,7 @@ async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap();
-    let response = app(state, options).oneshot(request).await.unwrap();
+    let response = router_on(Arc::new(store)).oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())

@@ -16,6 +16,37 @@ use tokio::task::JoinHandle;
 
 use crate::postgres_support;
 
+/// The service's router over `store`, for calling in-process without a server (tower's
+/// `oneshot`): small limits, no page.
+pub fn router_on(store: Arc<dyn items_api::store::ItemStore>) -> axum::Router {
+    use items_api::http::{BodyLimits, EventStreams, RouterOptions, ServiceInfo};
+    let info = ServiceInfo {
+        version: "test".into(),
+        build_date: String::new(),
+        vcs_ref: String::new(),
+        hostname: "test".into(),
+        environment: "development".into(),
+        started: Instant::now(),
+        stopping: Default::default(),
+    };
+    let limits = BodyLimits {
+        max_bytes: 1024,
+        timeout: Duration::from_secs(5),
+        max_text_chars: 100,
+    };
+    let streams = EventStreams::new(
+        10,
+        Duration::from_secs(15),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let state = items_api::AppState::new(store, info, limits, streams);
+    let options = RouterOptions {
+        request_timeout: Duration::from_secs(5),
+        static_dir: None,
+    };
+    items_api::app(state, options)
+}
+
 /// The storage backends every contract test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

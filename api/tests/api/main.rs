@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod health;
 mod helpers;
+mod idempotency;
 mod items;
 mod logs;
 mod migrate;

@@ -18,10 +18,10 @@ fn migrate_brings_a_sqlite_file_up_to_date_and_refuses_an_app_role() {
     let db = db.to_str().unwrap();
     let (code, stdout, stderr) = run_binary(&["migrate"], &[("DB_PATH", db)]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("from schema version 0 to 1"), "{stdout}");
+    assert!(stdout.contains("from schema version 0 to 2"), "{stdout}");
     let (code, stdout, _) = run_binary(&["migrate"], &[("DB_PATH", db)]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("already at schema version 1"), "{stdout}");
+    assert!(stdout.contains("already at schema version 2"), "{stdout}");
     let (code, _, stderr) = run_binary(&["migrate", "--app-role", "app"], &[("DB_PATH", db)]);
     assert_eq!(code, 1);
     assert!(
@@ -44,7 +44,7 @@ fn a_sqlite_service_told_not_to_migrate_refuses_a_file_that_is_behind() {
     );
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("schema version 0, this build needs 1; run `items-api migrate` first"),
+        stderr.contains("schema version 0, this build needs 2; run `items-api migrate` first"),
         "{stderr}"
     );
 }
@@ -83,12 +83,12 @@ async fn migrate_creates_the_serving_role_and_grants_it_dml_on_items_only() {
     let (code, stdout, stderr) = run_binary(&["migrate"], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains(&format!("from schema version 0 to 3; {role} may serve")),
+        stdout.contains(&format!("from schema version 0 to 4; {role} may serve")),
         "{stdout}"
     );
     let (code, stdout, stderr) = run_binary(&["migrate"], &env);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("already at schema version 3"), "{stdout}");
+    assert!(stdout.contains("already at schema version 4"), "{stdout}");
 
     // The trailing newline of the file is not part of the password.
     let served = as_user(&url, &role, "app password").unwrap();
@@ -259,10 +259,10 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
     let Some(url) = database().await else { return };
     let (code, _, stderr) = run_binary(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0, "{stderr}");
-    // An additive migration of a later release: builds from schema 3 on still serve.
+    // An additive migration of a later release: builds from schema 4 on still serve.
     execute(
         &url,
-        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (4, 3)",
+        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (5, 4)",
     )
     .await
     .unwrap();
@@ -276,12 +276,12 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
     app.stop().await;
     let (code, stdout, _) = run_binary(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("already at schema version 4"), "{stdout}");
+    assert!(stdout.contains("already at schema version 5"), "{stdout}");
 
     // One this build cannot serve.
     execute(
         &url,
-        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (5, 5)",
+        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (6, 6)",
     )
     .await
     .unwrap();
@@ -292,7 +292,7 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
         );
         assert_eq!(code, 1, "{args:?}");
         assert!(
-            stderr.contains("schema version 5, newer than this build knows (3) and not compatible"),
+            stderr.contains("schema version 6, newer than this build knows (4) and not compatible"),
             "{args:?}: {stderr}"
         );
     }

@@ -43,7 +43,10 @@ async fn a_database_written_by_the_seed_service_opens_as_is() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 1, "the seed schema counts as migration 1");
+    assert_eq!(
+        version, 2,
+        "the seed schema counts as migration 1; 2 adds the idempotency keys beside it"
+    );
     let schema: String = conn
         .query_row(
             "SELECT sql FROM sqlite_master WHERE name = 'items'",
@@ -84,7 +87,7 @@ async fn a_fresh_database_has_the_seed_schema_and_a_schema_version() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[tokio::test]

@@ -16,12 +16,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::{ItemText, TextError};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::domain::{IdempotencyKey, ItemText, TextError};
 use crate::http::error::{AppError, ErrorBody, FieldError, ValidationBody};
 use crate::http::extract::{JsonBody, int_param};
 use crate::http::state::AppState;
 use crate::store::list_cache::Listing;
-use crate::store::{Item, MAX_LIMIT, Page};
+use crate::store::{Item, MAX_LIMIT, Once, Page};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -231,30 +234,118 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 ///
 /// The text is trimmed of surrounding whitespace (as Python's `str.strip()` does); inner
 /// whitespace is kept. `id` and `created_at` are always set by the server.
+///
+/// With an `Idempotency-Key` the create happens once: a retry with the same key and the same text
+/// (on any replica, after a restart, within 24 hours) gets the item the first attempt stored, with
+/// the same status and `Idempotent-Replayed: true`, instead of a second item.
 #[utoipa::path(
     post,
     path = "/api/items",
     tag = "items",
+    params(
+        ("idempotency-key" = Option<String>, Header,
+         description = "A value unique to this create, e.g. a random UUID (1 to 255 visible ASCII \
+                        characters, optionally in double quotes). Send it again when retrying \
+                        the same create; keys are kept for 24 hours."),
+    ),
     request_body(content = CreateItem, content_type = "application/json"),
     responses(
-        (status = 201, description = "Stored (committed) item", body = Item,
-         headers(("location" = String, description = "URL of the new item"))),
-        (status = 400, description = "Text is empty after trimming", body = ErrorBody,
+        (status = 201, description = "Stored (committed) item; with a key used before for the \
+                                      same text, the item stored then", body = Item,
+         headers(("location" = String, description = "URL of the new item"),
+                 ("idempotent-replayed" = String, description = "`true` when the answer is the \
+                   one a create with the same key got before"))),
+        (status = 400, description = "Text is empty after trimming, or the Idempotency-Key is \
+                                      not valid", body = ErrorBody,
          example = json!({"detail": "text must not be empty"})),
         (status = 408, description = "Body not received within BODY_TIMEOUT_SECS", body = ErrorBody),
+        (status = 409, description = "A create with this Idempotency-Key is still running; \
+                                      retry after `Retry-After`", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_BODY_BYTES", body = ErrorBody),
-        (status = 422, description = "Body is not a JSON object with a string `text` of at most MAX_TEXT_CHARS characters", body = ValidationBody),
+        (status = 422, description = "Body is not a JSON object with a string `text` of at most \
+                                      MAX_TEXT_CHARS characters (a list of field errors), or the \
+                                      Idempotency-Key was used for another text (a string)",
+         body = ValidationBody),
+        (status = 503, description = "Not available right now, or the database did not confirm \
+                                      the write (it may be stored: retry with the same key)",
+         body = ErrorBody),
     )
 )]
 async fn create_item(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateItem>,
 ) -> Result<Response, AppError> {
     let text = item_text(&body.text, &state)?;
-    let item = state.store.create(text).await?;
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        let item = state.store.create(text).await?;
+        return Ok(created(&item, false));
+    };
+    if headers.get_all(IDEMPOTENCY_KEY).iter().count() > 1 {
+        return Err(AppError::BadRequest("send one Idempotency-Key".into()));
+    }
+    let key = IdempotencyKey::parse(value.as_bytes(), &text)
+        .map_err(|error| AppError::BadRequest(error.to_string()))?;
+    let _running = state.keys_in_flight.claim(key.as_str())?;
+    match state.store.create_once(text, key).await? {
+        Once::Created(item) => Ok(created(&item, false)),
+        Once::Replayed(item) => Ok(created(&item, true)),
+        Once::KeyReused => Err(AppError::KeyReused),
+    }
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// The 201 of a create; `replayed` when it repeats the answer an earlier create with the same key got.
+fn created(item: &Item, replayed: bool) -> Response {
     let location = HeaderValue::from_str(&format!("/api/items/{}", item.id))
         .expect("a path made of digits is a valid header value");
-    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(item)).into_response())
+    let replayed = replayed.then_some([(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    )]);
+    (
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        replayed,
+        Json(item),
+    )
+        .into_response()
+}
+
+/// The idempotency keys whose create is running in this process. A second request with one of
+/// them gets 409 until the first has its answer (the draft's "still being processed"); across
+/// replicas the database makes the later one wait and then replays the first.
+#[derive(Debug, Default)]
+pub struct KeysInFlight(Mutex<HashSet<String>>);
+
+impl KeysInFlight {
+    fn claim(self: &Arc<Self>, key: &str) -> Result<KeyClaim, AppError> {
+        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !running.insert(key.to_owned()) {
+            return Err(AppError::KeyInFlight);
+        }
+        Ok(KeyClaim {
+            keys: Arc::clone(self),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// Holds a key in `KeysInFlight` until dropped (answered, or the request abandoned).
+struct KeyClaim {
+    keys: Arc<KeysInFlight>,
+    key: String,
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        self.keys
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
 }
 
 /// Get one item.

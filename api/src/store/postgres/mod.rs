@@ -39,8 +39,11 @@ use tokio_postgres::types::Type;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::changes::{ChangeFeed, Position};
-use super::{DatabaseStatus, Item, ItemStore, OpenError, Page, Revision, StoreError, error_chain};
-use crate::domain::{ItemText, now_timestamp};
+use super::{
+    DatabaseStatus, Item, ItemStore, KEY_RETENTION, Once, OpenError, Page, Revision, StoreError,
+    error_chain,
+};
+use crate::domain::{IdempotencyKey, ItemText, now_timestamp};
 use schema::SchemaError;
 
 pub use connect::{Credentials, SslMode, Target};
@@ -87,6 +90,8 @@ pub struct PostgresStore {
     /// Fills the feed from the server's announcements (see `listen`).
     listener: JoinHandle<()>,
     listening: watch::Receiver<bool>,
+    /// Removes idempotency keys past their retention (see `forget_old_keys`).
+    key_sweeper: JoinHandle<()>,
 }
 
 struct Shared {
@@ -161,6 +166,7 @@ impl PostgresStore {
             feed,
             listener,
             listening,
+            key_sweeper: tokio::spawn(forget_old_keys(Arc::clone(&shared))),
         };
         match shared.prepare().await {
             Ok(()) => {
@@ -344,18 +350,35 @@ impl Shared {
         &self,
         statement: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
-        self.run_within(self.options.statement_timeout, statement)
+        self.run_within(self.options.statement_timeout, Effect::Read, statement)
+            .await
+    }
+
+    /// As `run`, for a statement that changes the items: when it was sent but its answer is lost
+    /// (the connection broke, or the time ran out), whether it committed is not known, and the
+    /// error says so.
+    async fn write<T>(
+        &self,
+        statement: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        self.run_within(self.options.statement_timeout, Effect::Write, statement)
             .await
     }
 
     async fn run_within<T>(
         &self,
         limit: Duration,
+        effect: Effect,
         statement: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let client = self.connection().await?;
         match tokio::time::timeout(limit, statement(&client)).await {
-            Ok(result) => result.map_err(classify),
+            Ok(Ok(value)) => Ok(value),
+            // No SQLSTATE: the connection failed, so the server may or may not have committed.
+            Ok(Err(error)) if effect == Effect::Write && error.code().is_none() => Err(
+                StoreError::outcome_unknown("the connection failed before the answer came", error),
+            ),
+            Ok(Err(error)) => Err(classify(error)),
             Err(_) => {
                 // Asked before answering, so a statement reported as failed is not left to finish
                 // (and perhaps commit) on its own later.
@@ -372,13 +395,28 @@ impl Shared {
                     }
                 }
                 drop(Object::take(client));
-                Err(StoreError::unavailable(format!(
+                let reason = format!(
                     "the database did not answer within {} ms",
                     limit.as_millis()
-                )))
+                );
+                Err(match effect {
+                    // The cancel may have come after the commit.
+                    Effect::Write => StoreError::OutcomeUnknown {
+                        reason: reason.into(),
+                        cause: None,
+                    },
+                    Effect::Read => StoreError::unavailable(reason),
+                })
             }
         }
     }
+}
+
+/// Whether a statement changes the items, which decides what a lost answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Read,
+    Write,
 }
 
 #[async_trait]
@@ -441,10 +479,86 @@ impl ItemStore for PostgresStore {
         })
     }
 
+    async fn create_once(&self, text: ItemText, key: IdempotencyKey) -> Result<Once, StoreError> {
+        let created_at = now_timestamp();
+        let stored = text::encode(text.as_str()).into_owned();
+        let retention = KEY_RETENTION.as_secs_f64();
+        let claimed = self
+            .shared
+            .write(async |client| {
+                // One round trip: the key is claimed (new, or past its retention) and the item
+                // inserted with the id drawn for it, or nothing happens. A replica inserting the
+                // same key at the same moment waits for this one to commit, then finds the key.
+                client
+                    .query_typed_opt(
+                        "WITH new AS (SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id),
+                         claimed AS (
+                           INSERT INTO idempotency_keys
+                             (key, fingerprint, item_id, item_text, item_created_at)
+                           SELECT $1, $2, new.id, $3, $4 FROM new
+                           ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                             item_id = excluded.item_id, item_text = excluded.item_text,
+                             item_created_at = excluded.item_created_at, stored_at = now()
+                           WHERE idempotency_keys.stored_at < now() - make_interval(secs => $5)
+                           RETURNING item_id
+                         ), stored AS (
+                           INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
+                           SELECT item_id, $3, $4 FROM claimed
+                         )
+                         SELECT item_id FROM claimed",
+                        &[
+                            (&key.as_str(), Type::TEXT),
+                            (&key.fingerprint(), Type::TEXT),
+                            (&stored, Type::TEXT),
+                            (&created_at, Type::TEXT),
+                            (&retention, Type::FLOAT8),
+                        ],
+                    )
+                    .await?
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .transpose()
+            })
+            .await?;
+        if let Some(id) = claimed {
+            return Ok(Once::Created(Item {
+                id,
+                text: text.into_string(),
+                created_at,
+            }));
+        }
+        let earlier = self
+            .shared
+            .run(async |client| {
+                client
+                    .query_typed_opt(
+                        "SELECT fingerprint, item_id, item_text, item_created_at
+                         FROM idempotency_keys WHERE key = $1",
+                        &[(&key.as_str(), Type::TEXT)],
+                    )
+                    .await
+            })
+            .await?;
+        let Some(row) = earlier else {
+            // Removed as too old between the two statements: the client may simply retry.
+            return Err(StoreError::unavailable(
+                "the idempotency key expired meanwhile",
+            ));
+        };
+        let fingerprint: String = row.try_get(0).map_err(classify)?;
+        if fingerprint != key.fingerprint() {
+            return Ok(Once::KeyReused);
+        }
+        Ok(Once::Replayed(Item {
+            id: row.try_get(1).map_err(classify)?,
+            text: text::decode(row.try_get(2).map_err(classify)?),
+            created_at: text::decode(row.try_get(3).map_err(classify)?),
+        }))
+    }
+
     async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError> {
         let stored = text::encode(text.as_str()).into_owned();
         self.shared
-            .run(async |client| {
+            .write(async |client| {
                 let row = client
                     .query_typed_opt(
                         "UPDATE items SET text = $1 WHERE id = $2 RETURNING id, text, created_at",
@@ -458,7 +572,7 @@ impl ItemStore for PostgresStore {
 
     async fn delete(&self, id: i64) -> Result<bool, StoreError> {
         self.shared
-            .run(async |client| {
+            .write(async |client| {
                 let deleted = client
                     .execute_typed("DELETE FROM items WHERE id = $1", &[(&id, Type::INT8)])
                     .await?;
@@ -490,7 +604,7 @@ impl ItemStore for PostgresStore {
             json!(*self.listening.borrow()),
         );
         let probe = shared
-            .run_within(shared.options.statement_timeout.min(PROBE_TIMEOUT), async |client| {
+            .run_within(shared.options.statement_timeout.min(PROBE_TIMEOUT), Effect::Read, async |client| {
                 client
                     .query_typed_one(
                         "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', \
@@ -572,7 +686,40 @@ impl ItemStore for PostgresStore {
         self.inserter.abort();
         self.revision_reader.abort();
         self.listener.abort();
+        self.key_sweeper.abort();
         self.shared.pool.close();
+    }
+}
+
+/// Every minute, removes the idempotency keys past `KEY_RETENTION`. Each replica does; a delete
+/// that finds nothing costs one indexed lookup.
+async fn forget_old_keys(shared: Arc<Shared>) {
+    let retention = KEY_RETENTION.as_secs_f64();
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if !shared.ready.load(Ordering::Acquire) {
+            continue;
+        }
+        let swept = shared
+            .run(async |client| {
+                client
+                    .execute_typed(
+                        "DELETE FROM idempotency_keys
+                         WHERE stored_at < now() - make_interval(secs => $1)",
+                        &[(&retention, Type::FLOAT8)],
+                    )
+                    .await
+            })
+            .await;
+        match swept {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "removed old idempotency keys"),
+            Err(error) => {
+                tracing::debug!(error = %error_chain(&error), "cannot remove old idempotency keys yet")
+            }
+        }
     }
 }
 
@@ -627,7 +774,7 @@ async fn insert_batches(shared: Arc<Shared>, mut queue: mpsc::Receiver<PendingIn
             .map(|insert| insert.created_at.as_str())
             .collect();
         let inserted = shared
-            .run(async |client| {
+            .write(async |client| {
                 let rows = client
                     .query_typed(
                         // Ids are drawn in request order and read back by that order.

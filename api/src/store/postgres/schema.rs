@@ -31,6 +31,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0003_least_privilege.sql"),
         compatible_from: 2,
     },
+    Migration {
+        sql: include_str!("../../../migrations/postgres/0004_idempotency_keys.sql"),
+        compatible_from: 3,
+    },
 ];
 
 /// The schema version this build writes and understands.
@@ -191,7 +195,7 @@ pub async fn migrate(client: &mut Client) -> Result<Migrated, SchemaError> {
 }
 
 /// Gives `role` what serving needs and nothing more: reading and writing the items (and drawing
-/// their ids), reading the revision and the schema version. The change bookkeeping runs with
+/// their ids) and the idempotency keys, reading the revision and the schema version. The change bookkeeping runs with
 /// its owner's rights (migration 0003) and LISTEN needs no grant. Creates the role first when
 /// it is missing and `role.create` says how.
 pub async fn grant(client: &mut Client, role: &AppRole) -> Result<(), SchemaError> {
@@ -261,7 +265,9 @@ pub async fn grant(client: &mut Client, role: &AppRole) -> Result<(), SchemaErro
                format('GRANT USAGE ON SEQUENCE %s TO %I', pg_get_serial_sequence(
                  format('%I.items', n.nspname), 'id'), $1),
                format('GRANT SELECT ON %I.items_revision, %I.items_schema_migrations TO %I',
-                 n.nspname, n.nspname, $1))
+                 n.nspname, n.nspname, $1),
+               format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.idempotency_keys TO %I',
+                 n.nspname, $1))
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = 'items'::regclass",
             &[(name, Type::TEXT)],

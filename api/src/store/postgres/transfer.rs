@@ -13,7 +13,7 @@ use super::schema::{self, SchemaError};
 use super::{SCHEMA_VERSION, Target, item_from_row, text};
 use crate::store::Item;
 use crate::store::error_chain;
-use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
+use crate::store::transfer::{BATCH, Reader, StoredKey, TransferError, Writer};
 
 async fn connect(target: &Target) -> Result<Connection, TransferError> {
     Connection::open(target).await.map_err(TransferError::new)
@@ -29,9 +29,12 @@ pub struct PostgresReader {
     highest_id_ever: i64,
     /// `None` once the last row was read: the driver's stream must not be polled again.
     rows: Option<Pin<Box<RowStream>>>,
+    /// Where the keyset over the idempotency keys stands: `None` once they are all read (or the
+    /// schema predates them).
+    keys_after: Option<String>,
     target: Target,
     // Declared last: the row stream reads through this connection.
-    _connection: Connection,
+    connection: Connection,
 }
 
 pub async fn reader(target: &Target) -> Result<PostgresReader, TransferError> {
@@ -84,8 +87,10 @@ pub async fn reader(target: &Target) -> Result<PostgresReader, TransferError> {
         total: u64::try_from(total).unwrap_or(0),
         highest_id_ever,
         rows: Some(Box::pin(rows)),
+        // The table came with schema version 4.
+        keys_after: (version >= 4).then(String::new),
         target: target.clone(),
-        _connection: connection,
+        connection,
     })
 }
 
@@ -111,6 +116,44 @@ impl Reader for PostgresReader {
             }
         }
         Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    async fn next_keys(&mut self) -> Result<Option<Vec<StoredKey>>, TransferError> {
+        let Some(after) = self.keys_after.take() else {
+            return Ok(None);
+        };
+        let read = failed(&self.target, "read");
+        let rows = self
+            .connection
+            .client
+            .query_typed(
+                "SELECT key, fingerprint, item_id, item_text, item_created_at,
+                        extract(epoch FROM stored_at)::bigint
+                 FROM idempotency_keys WHERE key > $1 ORDER BY key LIMIT $2",
+                &[(&after, Type::TEXT), (&(BATCH as i64), Type::INT8)],
+            )
+            .await
+            .map_err(&read)?;
+        let keys = rows
+            .iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    key: row.try_get(0)?,
+                    fingerprint: row.try_get(1)?,
+                    item: Item {
+                        id: row.try_get(2)?,
+                        text: text::decode(row.try_get(3)?),
+                        created_at: text::decode(row.try_get(4)?),
+                    },
+                    stored_at: row.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(&read)?;
+        if keys.len() == BATCH {
+            self.keys_after = keys.last().map(|key| key.key.clone());
+        }
+        Ok((!keys.is_empty()).then_some(keys))
     }
 }
 
@@ -173,6 +216,38 @@ impl Writer for PostgresWriter {
                     (&ids, Type::INT8_ARRAY),
                     (&texts, Type::TEXT_ARRAY),
                     (&created, Type::TEXT_ARRAY),
+                ],
+            )
+            .await
+            .map_err(failed(&self.target, "write to"))?;
+        Ok(())
+    }
+
+    async fn write_keys(&mut self, keys: Vec<StoredKey>) -> Result<(), TransferError> {
+        let column = |field: fn(&StoredKey) -> String| keys.iter().map(field).collect::<Vec<_>>();
+        let names = column(|key| key.key.clone());
+        let fingerprints = column(|key| key.fingerprint.clone());
+        let texts = column(|key| text::encode(&key.item.text).into_owned());
+        let created = column(|key| text::encode(&key.item.created_at).into_owned());
+        let ids: Vec<i64> = keys.iter().map(|key| key.item.id).collect();
+        let stored_at: Vec<f64> = keys.iter().map(|key| key.stored_at as f64).collect();
+        self.connection
+            .client
+            .execute_typed(
+                "INSERT INTO idempotency_keys
+                   (key, fingerprint, item_id, item_text, item_created_at, stored_at)
+                 SELECT key, fingerprint, item_id, item_text, item_created_at, to_timestamp(at)
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                             $6::float8[])
+                   AS key(key, fingerprint, item_id, item_text, item_created_at, at)
+                 ON CONFLICT (key) DO NOTHING",
+                &[
+                    (&names, Type::TEXT_ARRAY),
+                    (&fingerprints, Type::TEXT_ARRAY),
+                    (&ids, Type::INT8_ARRAY),
+                    (&texts, Type::TEXT_ARRAY),
+                    (&created, Type::TEXT_ARRAY),
+                    (&stored_at, Type::FLOAT8_ARRAY),
                 ],
             )
             .await

@@ -20,11 +20,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use serde_json::json;
 
 use super::changes::{Change, ChangeFeed, Position};
-use super::{DatabaseStatus, Item, ItemStore, Page, Revision, StoreError, error_chain};
-use crate::domain::{ItemText, now_timestamp};
+use super::{
+    DatabaseStatus, Item, ItemStore, KEY_RETENTION, Once, Page, Revision, StoreError, error_chain,
+};
+use crate::domain::{IdempotencyKey, ItemText, now_timestamp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_items.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_items.sql"),
+    include_str!("../../../migrations/sqlite/0002_idempotency_keys.sql"),
+];
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -375,6 +380,11 @@ impl SqliteStore {
         Ok(result?)
     }
 
+    async fn apply(&self, write: Write) -> Result<Outcome, StoreError> {
+        self.write(|reply| WriteCommand::Write { write, reply })
+            .await
+    }
+
     /// Hands a command to the writer thread and waits for its answer.
     async fn write<T>(
         &self,
@@ -417,17 +427,31 @@ impl ItemStore for SqliteStore {
     }
 
     async fn create(&self, text: ItemText) -> Result<Item, StoreError> {
-        self.write(|reply| WriteCommand::Insert { text, reply })
-            .await
+        match self.apply(Write::Insert(text)).await? {
+            Outcome::Inserted(item) => Ok(item),
+            other => Err(other.mismatch()),
+        }
+    }
+
+    async fn create_once(&self, text: ItemText, key: IdempotencyKey) -> Result<Once, StoreError> {
+        match self.apply(Write::InsertOnce(text, key)).await? {
+            Outcome::Once(once) => Ok(once),
+            other => Err(other.mismatch()),
+        }
     }
 
     async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError> {
-        self.write(|reply| WriteCommand::Update { id, text, reply })
-            .await
+        match self.apply(Write::Update(id, text)).await? {
+            Outcome::Updated(item) => Ok(item),
+            other => Err(other.mismatch()),
+        }
     }
 
     async fn delete(&self, id: i64) -> Result<bool, StoreError> {
-        self.write(|reply| WriteCommand::Delete { id, reply }).await
+        match self.apply(Write::Delete(id)).await? {
+            Outcome::Deleted { deleted, .. } => Ok(deleted),
+            other => Err(other.mismatch()),
+        }
     }
 
     async fn status(&self) -> DatabaseStatus {
@@ -759,18 +783,9 @@ impl ReaderPool {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum WriteCommand {
-    Insert {
-        text: ItemText,
-        reply: Reply<Item>,
-    },
-    Update {
-        id: i64,
-        text: ItemText,
-        reply: Reply<Option<Item>>,
-    },
-    Delete {
-        id: i64,
-        reply: Reply<bool>,
+    Write {
+        write: Write,
+        reply: Reply<Outcome>,
     },
     /// Takes and releases the write lock: proves the database is writable right now.
     Probe {
@@ -782,29 +797,32 @@ enum WriteCommand {
     },
 }
 
-/// The outcome of one write inside a batch, answered once the batch's fate is known.
-enum Applied {
-    Insert(Reply<Item>, rusqlite::Result<Item>),
-    Update(Reply<Option<Item>>, rusqlite::Result<Option<Item>>),
-    Delete(Reply<bool>, i64, rusqlite::Result<bool>),
+/// One change a client asked for.
+enum Write {
+    Insert(ItemText),
+    InsertOnce(ItemText, IdempotencyKey),
+    Update(i64, ItemText),
+    Delete(i64),
 }
 
-impl Applied {
-    fn error(&self) -> Option<&rusqlite::Error> {
-        match self {
-            Self::Insert(_, Err(error))
-            | Self::Update(_, Err(error))
-            | Self::Delete(_, _, Err(error)) => Some(error),
-            _ => None,
-        }
-    }
+/// What a write did, once it ran.
+#[derive(Debug)]
+enum Outcome {
+    Inserted(Item),
+    Once(Once),
+    Updated(Option<Item>),
+    Deleted { id: i64, deleted: bool },
+}
 
+impl Outcome {
     /// What the write changed, or `None` when it changed no item.
     fn change(&self) -> Option<Change> {
         match self {
-            Self::Insert(_, Ok(item)) => Some(Change::Created(item.clone())),
-            Self::Update(_, Ok(Some(item))) => Some(Change::Updated(item.clone())),
-            Self::Delete(_, id, Ok(true)) => Some(Change::Deleted(*id)),
+            Self::Inserted(item) | Self::Once(Once::Created(item)) => {
+                Some(Change::Created(item.clone()))
+            }
+            Self::Updated(Some(item)) => Some(Change::Updated(item.clone())),
+            Self::Deleted { id, deleted: true } => Some(Change::Deleted(*id)),
             _ => None,
         }
     }
@@ -812,52 +830,66 @@ impl Applied {
     fn changed_an_item(&self) -> bool {
         matches!(
             self,
-            Self::Insert(_, Ok(_)) | Self::Update(_, Ok(Some(_))) | Self::Delete(_, _, Ok(true))
+            Self::Inserted(_)
+                | Self::Once(Once::Created(_))
+                | Self::Updated(Some(_))
+                | Self::Deleted { deleted: true, .. }
         )
     }
 
     /// How the write changed the item count.
     fn count_change(&self) -> i64 {
         match self {
-            Self::Insert(_, Ok(_)) => 1,
-            Self::Delete(_, _, Ok(true)) => -1,
+            Self::Inserted(_) | Self::Once(Once::Created(_)) => 1,
+            Self::Deleted { deleted: true, .. } => -1,
             _ => 0,
         }
     }
 
+    /// The error for a caller that got an outcome of another kind of write than it sent.
+    fn mismatch(self) -> StoreError {
+        StoreError::failed(format!(
+            "the writer answered {self:?} to another kind of write"
+        ))
+    }
+}
+
+/// One write inside a batch, answered once the batch's fate is known.
+struct Applied {
+    reply: Reply<Outcome>,
+    result: rusqlite::Result<Outcome>,
+}
+
+impl Applied {
+    fn changed_an_item(&self) -> bool {
+        self.result.as_ref().is_ok_and(Outcome::changed_an_item)
+    }
+
     /// Answers with the write's own result: its transaction committed.
     fn answer(self) {
-        match self {
-            Self::Insert(reply, result) => {
-                let _ = reply.send(result.map_err(StoreError::from));
-            }
-            Self::Update(reply, result) => {
-                let _ = reply.send(result.map_err(StoreError::from));
-            }
-            Self::Delete(reply, _, result) => {
-                let _ = reply.send(result.map_err(StoreError::from));
-            }
-        }
+        let _ = self.reply.send(self.result.map_err(StoreError::from));
     }
 
     /// Answers with the error that rolled its transaction back.
     fn answer_rolled_back(self, error: &rusqlite::Error) {
-        match self {
-            Self::Insert(reply, _) => {
-                let _ = reply.send(Err(copy_error(error).into()));
-            }
-            Self::Update(reply, _) => {
-                let _ = reply.send(Err(copy_error(error).into()));
-            }
-            Self::Delete(reply, ..) => {
-                let _ = reply.send(Err(copy_error(error).into()));
-            }
+        let _ = self.reply.send(Err(commit_error(error)));
+    }
+}
+
+/// A failed commit, for the writes in it. An I/O error during COMMIT leaves open whether the
+/// transaction reached the disk (SQLite settles it when the database is next opened).
+fn commit_error(error: &rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            StoreError::outcome_unknown("the commit failed with an I/O error", copy_error(error))
         }
+        _ => copy_error(error).into(),
     }
 }
 
 fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<WriteCommand>, feed: &ChangeFeed) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut keys = KeySweep::default();
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -866,7 +898,7 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<WriteCommand>, 
                 Err(_) => break,
             }
         }
-        if let Some(closed) = apply_batch(&mut conn, &mut batch, feed) {
+        if let Some(closed) = apply_batch(&mut conn, &mut batch, feed, &mut keys) {
             commands.close();
             // Writes that raced with shutdown are refused rather than left unanswered.
             while let Ok(late) = commands.try_recv() {
@@ -881,24 +913,44 @@ fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<WriteCommand>, 
     checkpoint(&conn);
 }
 
+/// Removes idempotency keys past `KEY_RETENTION`, at most once a minute, inside a write
+/// transaction that runs anyway.
+#[derive(Default)]
+struct KeySweep {
+    last: Option<std::time::Instant>,
+}
+
+impl KeySweep {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    fn due(&mut self) -> bool {
+        let due = self.last.is_none_or(|last| last.elapsed() >= Self::EVERY);
+        if due {
+            self.last = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
+
 /// Applies queued commands; returns the close request if one was among them.
 fn apply_batch(
     conn: &mut Connection,
     batch: &mut Vec<WriteCommand>,
     feed: &ChangeFeed,
+    keys: &mut KeySweep,
 ) -> Option<oneshot::Sender<()>> {
     let mut writes = Vec::with_capacity(batch.len());
     let mut probes = Vec::new();
     let mut close = None;
     for command in batch.drain(..) {
         match command {
+            WriteCommand::Write { write, reply } => writes.push((write, reply)),
             WriteCommand::Probe { reply } => probes.push(reply),
             WriteCommand::Close { reply } => close = Some(reply),
-            write => writes.push(write),
         }
     }
     if !writes.is_empty() {
-        commit_writes(conn, writes, feed);
+        commit_writes(conn, writes, feed, keys);
     }
     for reply in probes {
         let result = conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;");
@@ -908,41 +960,44 @@ fn apply_batch(
 }
 
 /// Runs the writes in one transaction and answers each only after the commit.
-fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, feed: &ChangeFeed) {
+fn commit_writes(
+    conn: &mut Connection,
+    writes: Vec<(Write, Reply<Outcome>)>,
+    feed: &ChangeFeed,
+    keys: &mut KeySweep,
+) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(error) => {
             tracing::error!(%error, "cannot begin a write transaction");
-            writes.into_iter().for_each(|write| fail(write, &error));
+            for (_, reply) in writes {
+                let _ = reply.send(Err(copy_error(&error).into()));
+            }
             return;
         }
     };
     let mut applied = Vec::with_capacity(writes.len());
     let mut aborted: Option<rusqlite::Error> = None;
-    for write in writes {
+    for (write, reply) in writes {
         if let Some(error) = &aborted {
-            fail(write, error);
+            let _ = reply.send(Err(copy_error(error).into()));
             continue;
         }
-        let outcome = match write {
-            WriteCommand::Insert { text, reply } => Applied::Insert(reply, insert(&tx, text)),
-            WriteCommand::Update { id, text, reply } => {
-                Applied::Update(reply, update(&tx, id, text))
-            }
-            WriteCommand::Delete { id, reply } => Applied::Delete(reply, id, delete(&tx, id)),
-            other => {
-                refuse(other);
-                continue;
-            }
-        };
+        let result = apply(&tx, write);
         // Some errors (disk full, I/O) roll back the whole transaction; nothing after them may
         // run outside it, or a write would commit while its client is told it failed.
-        if let Some(error) = outcome.error()
+        if let Err(error) = &result
             && tx.is_autocommit()
         {
             aborted = Some(copy_error(error));
         }
-        applied.push(outcome);
+        applied.push(Applied { reply, result });
+    }
+    if aborted.is_none() && keys.due() {
+        // Best effort: an old key left for the next sweep harms nobody.
+        if let Err(error) = forget_old_keys(&tx) {
+            tracing::warn!(%error, "cannot remove old idempotency keys");
+        }
     }
     let changed = applied.iter().any(Applied::changed_an_item);
     let committed = match aborted {
@@ -966,12 +1021,26 @@ fn commit_writes(conn: &mut Connection, writes: Vec<WriteCommand>, feed: &Change
     }
 }
 
+fn apply(tx: &Connection, write: Write) -> rusqlite::Result<Outcome> {
+    match write {
+        Write::Insert(text) => insert(tx, text).map(Outcome::Inserted),
+        Write::InsertOnce(text, key) => insert_once(tx, text, &key).map(Outcome::Once),
+        Write::Update(id, text) => update(tx, id, text).map(Outcome::Updated),
+        Write::Delete(id) => delete(tx, id).map(|deleted| Outcome::Deleted { id, deleted }),
+    }
+}
+
 /// Moves the feed to the next revision, telling subscribers what changed if there are any.
 fn record_commit(feed: &ChangeFeed, applied: &[Applied]) {
     let Revision { number, item_count } = feed.revision();
-    let total = item_count + applied.iter().map(Applied::count_change).sum::<i64>();
+    let outcomes = || {
+        applied
+            .iter()
+            .filter_map(|write| write.result.as_ref().ok())
+    };
+    let total = item_count + outcomes().map(Outcome::count_change).sum::<i64>();
     if feed.has_subscribers() {
-        let changes = applied.iter().filter_map(Applied::change).collect();
+        let changes = outcomes().filter_map(Outcome::change).collect();
         feed.publish(number + 1, changes, total);
     } else {
         let position = Position {
@@ -994,6 +1063,61 @@ fn insert(tx: &Connection, text: ItemText) -> rusqlite::Result<Item> {
     })
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Inserts unless `key` was used within `KEY_RETENTION`; records the key with what it created.
+fn insert_once(tx: &Connection, text: ItemText, key: &IdempotencyKey) -> rusqlite::Result<Once> {
+    let kept_since = unix_now() - KEY_RETENTION.as_secs() as i64;
+    let earlier = tx
+        .prepare_cached(
+            "SELECT fingerprint, item_id, item_text, item_created_at FROM idempotency_keys
+             WHERE key = ?1 AND stored_at >= ?2",
+        )?
+        .query_row(params![key.as_str(), kept_since], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                Item {
+                    id: row.get(1)?,
+                    text: row.get(2)?,
+                    created_at: row.get(3)?,
+                },
+            ))
+        })
+        .optional()?;
+    if let Some((fingerprint, item)) = earlier {
+        return Ok(if fingerprint == key.fingerprint() {
+            Once::Replayed(item)
+        } else {
+            Once::KeyReused
+        });
+    }
+    let item = insert(tx, text)?;
+    // REPLACE: a key older than the retention may still be there until the next sweep.
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys
+           (key, fingerprint, item_id, item_text, item_created_at, stored_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key.as_str(),
+        key.fingerprint(),
+        item.id,
+        item.text,
+        item.created_at,
+        unix_now()
+    ])?;
+    Ok(Once::Created(item))
+}
+
+fn forget_old_keys(tx: &Connection) -> rusqlite::Result<usize> {
+    let kept_since = unix_now() - KEY_RETENTION.as_secs() as i64;
+    tx.prepare_cached("DELETE FROM idempotency_keys WHERE stored_at < ?1")?
+        .execute([kept_since])
+}
+
 fn update(tx: &Connection, id: i64, text: ItemText) -> rusqlite::Result<Option<Item>> {
     tx.prepare_cached("UPDATE items SET text = ?1 WHERE id = ?2 RETURNING id, text, created_at")?
         .query_row(params![text.as_str(), id], item_from_row)
@@ -1007,39 +1131,15 @@ fn delete(tx: &Connection, id: i64) -> rusqlite::Result<bool> {
     Ok(deleted > 0)
 }
 
-/// Answers a write that will not run with the error that stopped it.
-fn fail(write: WriteCommand, error: &rusqlite::Error) {
-    match write {
-        WriteCommand::Insert { reply, .. } => {
-            let _ = reply.send(Err(copy_error(error).into()));
-        }
-        WriteCommand::Update { reply, .. } => {
-            let _ = reply.send(Err(copy_error(error).into()));
-        }
-        WriteCommand::Delete { reply, .. } => {
-            let _ = reply.send(Err(copy_error(error).into()));
-        }
-        other => refuse(other),
-    }
-}
-
 /// Answers a command that arrived after shutdown began.
 fn refuse(command: WriteCommand) {
-    fn closed<T>() -> Result<T, StoreError> {
-        Err(StoreError::unavailable("shutting down"))
-    }
+    let closed = || StoreError::unavailable("shutting down");
     match command {
-        WriteCommand::Insert { reply, .. } => {
-            let _ = reply.send(closed());
-        }
-        WriteCommand::Update { reply, .. } => {
-            let _ = reply.send(closed());
-        }
-        WriteCommand::Delete { reply, .. } => {
-            let _ = reply.send(closed());
+        WriteCommand::Write { reply, .. } => {
+            let _ = reply.send(Err(closed()));
         }
         WriteCommand::Probe { reply } => {
-            let _ = reply.send(closed());
+            let _ = reply.send(Err(closed()));
         }
         WriteCommand::Close { reply } => {
             let _ = reply.send(());

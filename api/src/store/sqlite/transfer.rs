@@ -10,14 +10,22 @@ use tokio::sync::{mpsc, oneshot};
 use super::backup::{highest_id_ever, raise_id_sequence};
 use super::{SCHEMA_VERSION, item_from_row, known_schema_version};
 use crate::store::Item;
-use crate::store::transfer::{BATCH, Reader, TransferError, Writer};
+use crate::store::transfer::{BATCH, Reader, StoredKey, TransferError, Writer};
 
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct SqliteReader {
     total: u64,
     highest_id_ever: i64,
-    batches: mpsc::Receiver<Result<Vec<Item>, TransferError>>,
+    batches: mpsc::Receiver<Result<Batch, TransferError>>,
+    /// The first batch of keys, received while looking for more items.
+    keys: Option<Vec<StoredKey>>,
+}
+
+/// What the reading thread sends: the items, then the keys.
+enum Batch {
+    Items(Vec<Item>),
+    Keys(Vec<StoredKey>),
 }
 
 /// Opens `path` and starts reading it inside one read transaction (in WAL mode a running service
@@ -43,6 +51,7 @@ pub async fn reader(path: &Path) -> Result<SqliteReader, TransferError> {
         total,
         highest_id_ever,
         batches,
+        keys: None,
     })
 }
 
@@ -51,7 +60,7 @@ type Facts = Result<(u64, i64), TransferError>;
 fn read_snapshot(
     path: &Path,
     started: oneshot::Sender<Facts>,
-    batches: &mpsc::Sender<Result<Vec<Item>, TransferError>>,
+    batches: &mpsc::Sender<Result<Batch, TransferError>>,
 ) {
     let failed = |error: rusqlite::Error| {
         TransferError::new(format!("cannot read {}: {error}", path.display()))
@@ -101,27 +110,65 @@ fn read_snapshot(
         let mut statement = conn
             .prepare("SELECT id, text, created_at FROM items ORDER BY id")
             .map_err(failed)?;
-        let mut rows = statement.query([]).map_err(failed)?;
-        let mut batch = Vec::with_capacity(BATCH);
-        while let Some(row) = rows.next().map_err(failed)? {
-            batch.push(item_from_row(row).map_err(failed)?);
-            if batch.len() == BATCH
-                && batches
-                    .blocking_send(Ok(std::mem::take(&mut batch)))
-                    .is_err()
-            {
-                // Nobody reads any more: the transfer gave up.
-                return Ok(());
-            }
+        let items = statement.query_map([], item_from_row).map_err(failed)?;
+        if !send_in_batches(items, Batch::Items, batches).map_err(failed)? {
+            return Ok(());
         }
-        if !batch.is_empty() {
-            let _ = batches.blocking_send(Ok(batch));
+        let has_keys: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'idempotency_keys'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(failed)?;
+        if has_keys {
+            let mut statement = conn
+                .prepare(
+                    "SELECT key, fingerprint, item_id, item_text, item_created_at, stored_at
+                     FROM idempotency_keys ORDER BY key",
+                )
+                .map_err(failed)?;
+            let keys = statement
+                .query_map([], |row| {
+                    Ok(StoredKey {
+                        key: row.get(0)?,
+                        fingerprint: row.get(1)?,
+                        item: Item {
+                            id: row.get(2)?,
+                            text: row.get(3)?,
+                            created_at: row.get(4)?,
+                        },
+                        stored_at: row.get(5)?,
+                    })
+                })
+                .map_err(failed)?;
+            send_in_batches(keys, Batch::Keys, batches).map_err(failed)?;
         }
         Ok(())
     })();
     if let Err(error) = streamed {
         let _ = batches.blocking_send(Err(error));
     }
+}
+
+/// Sends `rows` in batches of `BATCH`; false when nobody reads any more (the transfer gave up).
+fn send_in_batches<T>(
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+    batch_of: fn(Vec<T>) -> Batch,
+    batches: &mpsc::Sender<Result<Batch, TransferError>>,
+) -> rusqlite::Result<bool> {
+    let mut batch = Vec::with_capacity(BATCH);
+    for row in rows {
+        batch.push(row?);
+        if batch.len() == BATCH
+            && batches
+                .blocking_send(Ok(batch_of(std::mem::take(&mut batch))))
+                .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    Ok(batch.is_empty() || batches.blocking_send(Ok(batch_of(batch))).is_ok())
 }
 
 #[async_trait]
@@ -135,12 +182,34 @@ impl Reader for SqliteReader {
     }
 
     async fn next_batch(&mut self) -> Result<Option<Vec<Item>>, TransferError> {
-        self.batches.recv().await.transpose()
+        if self.keys.is_some() {
+            return Ok(None);
+        }
+        match self.batches.recv().await.transpose()? {
+            Some(Batch::Items(items)) => Ok(Some(items)),
+            Some(Batch::Keys(keys)) => {
+                self.keys = Some(keys);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn next_keys(&mut self) -> Result<Option<Vec<StoredKey>>, TransferError> {
+        if let Some(keys) = self.keys.take() {
+            return Ok(Some(keys));
+        }
+        match self.batches.recv().await.transpose()? {
+            Some(Batch::Keys(keys)) => Ok(Some(keys)),
+            Some(Batch::Items(_)) => Err(TransferError::new("items arrived after the keys")),
+            None => Ok(None),
+        }
     }
 }
 
 enum WriteCommand {
     Items(Vec<Item>, oneshot::Sender<Result<(), TransferError>>),
+    Keys(Vec<StoredKey>, oneshot::Sender<Result<(), TransferError>>),
     Commit(i64, oneshot::Sender<Result<(), TransferError>>),
 }
 
@@ -162,6 +231,17 @@ pub async fn writer(path: &Path) -> Result<SqliteWriter, TransferError> {
         .await
         .map_err(|_| TransferError::new("the writer thread stopped"))??;
     Ok(SqliteWriter { commands })
+}
+
+/// Answers one step of the writer; false when it failed (the writer then stops and the
+/// transaction rolls back).
+fn answer(
+    reply: oneshot::Sender<Result<(), TransferError>>,
+    result: Result<(), TransferError>,
+) -> bool {
+    let ok = result.is_ok();
+    let _ = reply.send(result);
+    ok
 }
 
 fn write_all(
@@ -225,9 +305,30 @@ fn write_all(
                     }
                     Ok(())
                 })();
-                let failed_now = written.is_err();
-                let _ = reply.send(written.map_err(failed));
-                if failed_now {
+                if !answer(reply, written.map_err(failed)) {
+                    return;
+                }
+            }
+            WriteCommand::Keys(keys, reply) => {
+                let written = (|| {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys
+                           (key, fingerprint, item_id, item_text, item_created_at, stored_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for key in &keys {
+                        insert.execute(rusqlite::params![
+                            key.key,
+                            key.fingerprint,
+                            key.item.id,
+                            key.item.text,
+                            key.item.created_at,
+                            key.stored_at
+                        ])?;
+                    }
+                    Ok(())
+                })();
+                if !answer(reply, written.map_err(failed)) {
                     return;
                 }
             }
@@ -260,6 +361,10 @@ impl SqliteWriter {
 impl Writer for SqliteWriter {
     async fn write(&mut self, items: Vec<Item>) -> Result<(), TransferError> {
         self.send(|reply| WriteCommand::Items(items, reply)).await
+    }
+
+    async fn write_keys(&mut self, keys: Vec<StoredKey>) -> Result<(), TransferError> {
+        self.send(|reply| WriteCommand::Keys(keys, reply)).await
     }
 
     async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError> {
