@@ -4,6 +4,8 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  -- Each thread runs its own Lua state: this tells them apart (distinct idempotency keys).
+  thread:set("thread_number", #threads)
 end
 
 function init(args)

@@ -94,8 +94,9 @@
   }
 
   // Resolves with the parsed JSON body (null for 204); rejects with UnavailableError when the API
-  // cannot be reached, or ApiError carrying the API's `detail` message.
-  async function request(path, options) {
+  // cannot be reached, or ApiError carrying the API's `detail` message. `onResponse` may read the
+  // headers of an answer that came.
+  async function request(path, options, onResponse) {
     let response;
     try {
       response = await fetch(path, fetchInit(options));
@@ -108,6 +109,9 @@
     apiAnswered(response.ok);
     if (response.ok) {
       noteTotal(response);
+    }
+    if (onResponse) {
+      onResponse(response);
     }
     const body = await readJson(response);
     if (!response.ok) {
@@ -417,8 +421,8 @@
       hasMore = items.length > PAGE_SIZE;
       showListNotice("");
       updateListChrome();
-      if (uncertainAdd) {
-        settleUncertainAdd(items);
+      if (uncertainAdds.length > 0) {
+        finishUncertainAdds();
       }
     } catch (error) {
       if (generation === listGeneration) {
@@ -547,30 +551,86 @@
   }
 
   let adding = false;
-  // A POST that got no real answer may still have been committed: its text and the newest id
-  // shown when it was sent. The reload on recovery looks for it and says which it was.
-  let uncertainAdd = null;
+  // POSTs that got no real answer may still have been committed: each one's text and the
+  // Idempotency-Key it was sent with. Once the list is back the page sends them again with the same
+  // keys, and the API either stores each now or answers with what it stored the first time: never two.
+  let uncertainAdds = [];
 
   function withReference(error) {
     return error.reference ? ` (reference ${error.reference.slice(0, 8)})` : "";
   }
 
-  function settleUncertainAdd(items) {
-    const { text, newestBefore } = uncertainAdd;
-    uncertainAdd = null;
-    const stored = items.find((item) => item.id > newestBefore && item.text === text);
-    if (stored) {
-      if (el.input.value.trim() === text) {
-        el.input.value = "";
-      }
-      showFormError(`Your item “${shorten(text, 60)}” was saved after all.`, false);
-    } else {
-      if (el.input.value.trim() === "") {
-        el.input.value = text;
-      }
-      showFormError(`Your item “${shorten(text, 60)}” was not saved. It is back in the field: press Enter to add it.`, false);
+  // A fresh key for one add: 128 random bits (crypto.randomUUID needs a secure context).
+  function newIdempotencyKey() {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  }
+
+  // POSTs an item; resolves with it and whether the API answered for an earlier try with the key.
+  async function postItem(text, key) {
+    let replayed = false;
+    const item = await request(
+      "api/items",
+      {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+        body: JSON.stringify({ text }),
+      },
+      (response) => {
+        replayed = response.headers.get("Idempotent-Replayed") === "true";
+      },
+    );
+    return { item, replayed };
+  }
+
+  async function finishUncertainAdds() {
+    const unsettled = uncertainAdds;
+    uncertainAdds = [];
+    for (const add of unsettled) {
+      await finishUncertainAdd(add);
     }
     updateCounter();
+  }
+
+  async function finishUncertainAdd({ text, key }) {
+    const shown = shorten(text.trim(), 60);
+    try {
+      const { item, replayed } = await postItem(text, key);
+      if (el.input.value === text) {
+        el.input.value = "";
+      }
+      showAdded(item);
+      showFormError(
+        replayed ? `Your item “${shown}” was saved after all.` : `Your item “${shown}” was saved now that the list is back.`,
+        false,
+      );
+    } catch (error) {
+      if (error instanceof UnavailableError) {
+        // Still unsettled: the next recovery sends it once more.
+        uncertainAdds.push({ text, key });
+      } else if (error instanceof ApiError) {
+        showFormError(addFailure(error), error.status < 500);
+      } else {
+        throw error;
+      }
+    }
+  }
+
+  // Shows an item this page added (now, or by finishing an add whose answer was lost).
+  function showAdded(item) {
+    addedSinceReload.add(item.id);
+    localChanges += 1;
+    if (!streamLive && serverTotal !== null && !rows.has(item.id)) {
+      serverTotal += 1;
+    }
+    const li = addRows([item], "top");
+    if (li) {
+      li.classList.add("is-new");
+    }
+    updateListChrome();
+    showCount();
+    announce(`Added “${shorten(item.text, 60)}”.`);
   }
 
   // What to say when the API refused an add, in the user's words.
@@ -597,7 +657,6 @@
     adding = true;
     el.addButton.disabled = true;
     showFormError("", false);
-    uncertainAdd = null;
     const text = el.input.value;
     if (textLimit !== null && characters(text.trim()) > textLimit) {
       showFormError(`Too long: an item holds at most ${textLimit.toLocaleString("en")} characters.`, true);
@@ -605,35 +664,22 @@
       el.addButton.disabled = false;
       return;
     }
+    const key = newIdempotencyKey();
     try {
       // The API trims and validates; its `detail` is what the user sees (e.g. for blank text).
-      const item = await request("api/items", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ text }),
-      });
+      const { item } = await postItem(text, key);
       if (el.input.value === text) {
         el.input.value = "";
       }
-      addedSinceReload.add(item.id);
-      localChanges += 1;
-      if (!streamLive && serverTotal !== null && !rows.has(item.id)) {
-        serverTotal += 1;
-      }
-      const li = addRows([item], "top");
-      if (li) {
-        li.classList.add("is-new");
-      }
-      updateListChrome();
-      showCount();
-      announce(`Added “${shorten(item.text, 60)}”.`);
+      showAdded(item);
     } catch (error) {
       if (error instanceof UnavailableError) {
-        // A request that timed out (or a 504) may have been committed all the same.
-        uncertainAdd = { text: text.trim(), newestBefore: rows.size === 0 ? 0 : Math.max(...rows.keys()) };
+        // A request that timed out (or a 503 that could not confirm the commit) may have been
+        // stored all the same: the key settles it once the list is back.
+        uncertainAdds.push({ text, key });
         showUnavailable();
         showFormError(
-          "The list cannot be reached right now, so your item may not be saved yet. This page will check as soon as the list is back.",
+          "The list cannot be reached right now, so your item may not be saved yet. This page will save it as soon as the list is back.",
           false,
         );
       } else if (error instanceof ApiError) {
