@@ -412,3 +412,34 @@ async fn on_postgres_a_statement_too_big_to_announce_item_by_item_resets() {
     assert_eq!(listed.headers()["x-total-count"], "2000");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_page_open_across_a_restore_of_an_older_backup_is_told_to_read_the_list_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let location = items_api::store::Location::Sqlite(db.clone());
+    let app = TestApp::spawn_on(&db, |_| {}).await;
+    app.add("in the backup").await;
+    let backup = dir.path().join("backup.db");
+    items_api::store::backup(&location, &backup).await.unwrap();
+    // What an open page then holds: an item the backup does not have, and a position after it.
+    let mut page = stream_of(&app, None).await;
+    assert_eq!(page.next().await.name, "ready");
+    let later = app.add("added after the backup").await;
+    let created = page.next().await;
+    assert_eq!(created.name, "created");
+    let position = created.id.expect("the last event of a commit carries its position");
+    app.stop().await;
+
+    items_api::store::restore(&location, &backup).await.unwrap();
+    let app = TestApp::spawn_on(&db, |_| {}).await;
+    // The browser reconnects with its position: the restored database cannot resume it.
+    let mut resumed = stream_of(&app, Some(&position)).await;
+    assert_eq!(resumed.next().await.name, "reset");
+    // Re-read, the list no longer has what the page held; its id is never handed out again.
+    let held = format!("/api/items/{}", later["id"]);
+    assert_eq!(app.get(&held).await.status(), 404);
+    let new = app.add("after the restore").await;
+    assert!(new["id"].as_i64() > later["id"].as_i64(), "{new} after {later}");
+    app.stop().await;
+}
