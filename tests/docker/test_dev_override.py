@@ -10,7 +10,8 @@ import pytest
 from support import http
 from support.compose import inspect
 from support.net import free_port, port_is_open
-from support.stack import add_item, all_ids, up
+from support.load import add_item, all_ids
+from support.stack import up
 
 DEV_FILES = ("compose.yaml", "compose.dev.yaml")
 

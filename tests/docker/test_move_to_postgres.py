@@ -8,7 +8,8 @@ import pytest
 
 from support import http
 from support.compose import inspect
-from support.stack import POSTGRES, SQLITE, add_item, up
+from support.load import add_item
+from support.stack import POSTGRES, SQLITE, up
 
 # As in docs/docker.md: in a one-off container of the migrate service, which signs in as the
 # owner of the items (its DATABASE_PASSWORD_FILE); the serving role could not create the schema.

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from support.compose import inspect
-from support.stack import SQLITE, add_item, all_ids, up
+from support.load import add_item, all_ids
+from support.stack import SQLITE, up
 
 
 @pytest.fixture(scope="module", params=[SQLITE], ids=["sqlite-1-replica"])

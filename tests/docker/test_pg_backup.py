@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from support import http
-from support.stack import POSTGRES, add_item, up
+from support.load import add_item
+from support.stack import POSTGRES, up
 
 
 def listed(web_url: str) -> list[dict]:

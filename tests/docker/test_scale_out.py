@@ -11,7 +11,8 @@ import pytest
 from support import http
 from support.compose import docker, inspect
 from support.net import wait_until
-from support.stack import POSTGRES, WriteLoad, all_ids, up
+from support.load import WriteLoad, all_ids
+from support.stack import POSTGRES, up
 
 WRITERS = 8
 

@@ -3,18 +3,17 @@ that was acknowledged with 201 is still there after the restart."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from support import http
 from support.compose import docker, inspect
-from support.net import wait_until
-from support.stack import SQLITE, all_ids, up
+from support.load import WriteLoad, all_ids
+from support.stack import SQLITE, up
 
 WRITERS = 4
-# An upper bound: the writers stop earlier, once the restarted API has acknowledged AFTER_RESTART.
+# An upper bound: the writers are stopped earlier, once the restarted API has acknowledged
+# AFTER_RESTART.
 WRITES_PER_WRITER = 1000
 KILL_AFTER_ACKNOWLEDGED = 60
 AFTER_RESTART = 20
@@ -30,55 +29,21 @@ def stack(request, project, built_images):
 
 @pytest.fixture(scope="module")
 def killed_under_load(stack, figure):
-    acknowledged: list[int] = []
-    refused: list[int] = []
-    lock = threading.Lock()
-    at_kill: list[int] = []  # set once the kill has been sent
-
-    def enough() -> bool:
-        """The restarted API has acknowledged AFTER_RESTART writes."""
-        with lock:
-            return bool(at_kill) and len(acknowledged) >= at_kill[0] + AFTER_RESTART
-
-    def writer(number: int) -> None:
-        for n in range(1, WRITES_PER_WRITER + 1):
-            if enough():
-                return
-            try:
-                response = http.request(stack.web_url + "/api/items", "POST",
-                                        json_body={"text": f"load {number}-{n}"}, timeout=10)
-                status, item = response.status, response.json_or_none()
-            except OSError:
-                status, item = 0, None
-            with lock:
-                if status == 201 and isinstance(item, dict):
-                    acknowledged.append(item["id"])
-                else:
-                    refused.append(status)
-            if status != 201:
-                time.sleep(BACKOFF_SECONDS)
-
-    threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in range(1, WRITERS + 1)]
-    for thread in threads:
-        thread.start()
-    wait_until(f"{KILL_AFTER_ACKNOWLEDGED} acknowledged writes", lambda: len(acknowledged) >= KILL_AFTER_ACKNOWLEDGED,
-               timeout=60, interval=0.05)
-    container = stack.container("api")
-    docker("kill", "-s", "KILL", container)
-    with lock:
-        at_kill.append(len(acknowledged))
-    time.sleep(3)
-    # `docker kill` counts as a manual stop for the restart policy: start it again if needed.
-    if not inspect("container", container)["State"]["Running"]:
-        stack("start", "api", log="sigkill.log")
-    stack.wait_healthy("api")
-    for thread in threads:
-        # Bounded: at most WRITES_PER_WRITER requests of at most 10 s each, and it stops far sooner.
-        thread.join(WRITES_PER_WRITER * 10)
-    figure("sigkill acknowledged writes", len(acknowledged))
-    figure("sigkill writes refused while down", len(refused))
-    return {"at_kill": at_kill[0], "acknowledged": set(acknowledged),
-            "writers_done": not any(thread.is_alive() for thread in threads), "stored": all_ids(stack.web_url)}
+    with WriteLoad(stack.web_url, WRITERS, limit=WRITES_PER_WRITER, backoff=BACKOFF_SECONDS) as load:
+        load.wait_for(KILL_AFTER_ACKNOWLEDGED, timeout=60)
+        container = stack.container("api")
+        docker("kill", "-s", "KILL", container)
+        at_kill = load.count()
+        time.sleep(3)
+        # `docker kill` counts as a manual stop for the restart policy: start it again if needed.
+        if not inspect("container", container)["State"]["Running"]:
+            stack("start", "api", log="sigkill.log")
+        stack.wait_healthy("api")
+        load.wait_for(AFTER_RESTART)
+    figure("sigkill acknowledged writes", load.count())
+    figure("sigkill writes refused while down", sum(load.failed.values()))
+    return {"at_kill": at_kill, "acknowledged": set(load.acknowledged),
+            "writers_done": load.finished, "stored": all_ids(stack.web_url)}
 
 
 def test_the_kill_came_while_the_writers_were_running(killed_under_load):
