@@ -58,6 +58,15 @@ def behind_proxy(make_nginx, api):
     return nginx
 
 
+@pytest.fixture(scope="module")
+def behind_ingress(make_nginx, api):
+    """As `limited`, trusting every peer, as the image is told to behind Container Apps' ingress."""
+    nginx = make_nginx(api.url, WRITE_LIMIT="on", WRITE_LIMIT_RATE=f"{RATE_PER_MINUTE}r/m",
+                       WRITE_LIMIT_BURST=str(BURST), REAL_IP_FROM="0.0.0.0/0")
+    nginx.start()
+    return nginx
+
+
 def post(web, source: str, **headers: str) -> client_http.Response:
     return client_http.request(web.url + "/api/items", "POST", json_body={"text": f"from {source}"},
                                headers=headers, source=source)
@@ -73,42 +82,41 @@ def spend_budget(web, source: str, **headers: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def refused(limited):
+def refusal(limited):
+    """The write right after a new client's budget: a 429, which the tests below take apart."""
     source = new_address("127.2")
     spend_budget(limited, source)
-    return post(limited, source)
+    response = post(limited, source)
+    assert response.status == 429, f"a write past the burst: {response.status} {response.text[:200]}"
+    return response
 
 
 def test_a_new_client_may_write_its_burst_at_once(limited, client):
     spend_budget(limited, client)
 
 
-def test_a_write_past_the_burst_is_429(refused):
-    assert refused.status == 429
+def test_the_429_is_json(refusal):
+    assert refusal.header("Content-Type").startswith("application/json")
 
 
-def test_the_429_is_json(refused):
-    assert refused.header("Content-Type").startswith("application/json")
+def test_the_429_has_a_detail_like_the_apis_errors(refusal):
+    assert set(refusal.json()) == {"detail"} and refusal.json()["detail"]
 
 
-def test_the_429_has_a_detail_like_the_apis_errors(refused):
-    assert set(refused.json()) == {"detail"} and refused.json()["detail"]
+def test_the_429_says_when_to_retry(refusal):
+    assert refusal.header("Retry-After") == "1"
 
 
-def test_the_429_says_when_to_retry(refused):
-    assert refused.header("Retry-After") == "1"
+def test_the_429_is_not_stored_by_caches(refusal):
+    assert refusal.header("Cache-Control") == "no-store"
 
 
-def test_the_429_is_not_stored_by_caches(refused):
-    assert refused.header("Cache-Control") == "no-store"
+def test_the_429_carries_a_request_id(refusal):
+    assert re.fullmatch(r"[0-9a-f]{32}", refusal.header("X-Request-Id") or "")
 
 
-def test_the_429_carries_a_request_id(refused):
-    assert re.fullmatch(r"[0-9a-f]{32}", refused.header("X-Request-Id") or "")
-
-
-def test_a_refused_write_never_reaches_the_api(limited, refused):
-    entry = limited.access_entry(refused.header("X-Request-Id"))
+def test_a_refused_write_never_reaches_the_api(limited, refusal):
+    entry = limited.access_entry(refusal.header("X-Request-Id"))
     assert (entry["status"], entry["upstream_addr"]) == (429, "")
 
 
@@ -185,6 +193,14 @@ def test_only_the_last_forwarded_address_names_the_client(behind_proxy):
     # Entries left of the proxy's own come from the client, which may write anything there.
     client = new_address("198.51")
     statuses = [post(behind_proxy, TRUSTED_PROXY, **{"X-Forwarded-For": f"{new_address('203.0')}, {client}"}).status
+                for _ in range(AT_ONCE + 1)]
+    assert statuses == [201] * AT_ONCE + [429]
+
+
+def test_trusting_every_peer_still_only_the_last_forwarded_address_names_the_client(behind_ingress, client):
+    # Every entry comes from a trusted peer here: only the last one is the ingress's own.
+    forwarded = new_address("198.51")
+    statuses = [post(behind_ingress, client, **{"X-Forwarded-For": f"{new_address('203.0')}, {forwarded}"}).status
                 for _ in range(AT_ONCE + 1)]
     assert statuses == [201] * AT_ONCE + [429]
 
