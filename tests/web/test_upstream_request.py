@@ -87,9 +87,11 @@ def echo_behind_proxy(make_nginx, upstream_echo):
     return nginx
 
 
-@pytest.mark.parametrize("received, sent", [("198.51.100.7", "198.51.100.7, 127.0.0.1"),
-                                            ("203.0.113.9, 198.51.100.7", "203.0.113.9, 198.51.100.7, 127.0.0.1"),
-                                            (None, "127.0.0.1")])
+@pytest.mark.parametrize("received, sent", [
+    ("198.51.100.7", "198.51.100.7, 127.0.0.1"),
+    ("203.0.113.9, 198.51.100.7", "203.0.113.9, 198.51.100.7, 127.0.0.1"),
+    (None, "127.0.0.1"),
+])
 def test_behind_a_trusted_proxy_x_forwarded_for_is_appended_to_as_before(echo_behind_proxy, received, sent):
     # realip takes the client from the header; the API still sees the proxy as the last hop.
     headers = {"X-Forwarded-For": received} if received else {}

@@ -25,6 +25,7 @@ AT_ONCE = BURST + 1
 # The time the limit takes to allow one more write.
 REFILL_SECONDS = 60 / RATE_PER_MINUTE
 TRUSTED_PROXY = "127.0.0.1"
+LOW_LIMIT = {"WRITE_LIMIT": "on", "WRITE_LIMIT_RATE": f"{RATE_PER_MINUTE}r/m", "WRITE_LIMIT_BURST": str(BURST)}
 
 _numbers = itertools.count(1)
 
@@ -37,14 +38,13 @@ def new_address(prefix: str) -> str:
 
 @pytest.fixture
 def client() -> str:
-    # 127.1.0.0/16: clear of 127.0.0.1, the trusted proxy below and every other test's client.
+    # In 127.1.0.0/16, clear of the trusted proxy (127.0.0.1); a new one for every test.
     return new_address("127.1")
 
 
 @pytest.fixture(scope="module")
 def limited(make_nginx, api):
-    nginx = make_nginx(api.url, WRITE_LIMIT="on", WRITE_LIMIT_RATE=f"{RATE_PER_MINUTE}r/m",
-                       WRITE_LIMIT_BURST=str(BURST))
+    nginx = make_nginx(api.url, **LOW_LIMIT)
     nginx.start()
     return nginx
 
@@ -52,8 +52,7 @@ def limited(make_nginx, api):
 @pytest.fixture(scope="module")
 def behind_proxy(make_nginx, api):
     """As `limited`, trusting 127.0.0.1 to name the client in X-Forwarded-For."""
-    nginx = make_nginx(api.url, WRITE_LIMIT="on", WRITE_LIMIT_RATE=f"{RATE_PER_MINUTE}r/m",
-                       WRITE_LIMIT_BURST=str(BURST), REAL_IP_FROM=TRUSTED_PROXY)
+    nginx = make_nginx(api.url, **LOW_LIMIT, REAL_IP_FROM=TRUSTED_PROXY)
     nginx.start()
     return nginx
 
@@ -61,8 +60,7 @@ def behind_proxy(make_nginx, api):
 @pytest.fixture(scope="module")
 def behind_ingress(make_nginx, api):
     """As `limited`, trusting every peer, as the image is told to behind Container Apps' ingress."""
-    nginx = make_nginx(api.url, WRITE_LIMIT="on", WRITE_LIMIT_RATE=f"{RATE_PER_MINUTE}r/m",
-                       WRITE_LIMIT_BURST=str(BURST), REAL_IP_FROM="0.0.0.0/0")
+    nginx = make_nginx(api.url, **LOW_LIMIT, REAL_IP_FROM="0.0.0.0/0")
     nginx.start()
     return nginx
 
@@ -122,17 +120,14 @@ def test_a_refused_write_never_reaches_the_api(limited, refusal):
 
 @pytest.mark.parametrize("method", ["POST", "PATCH", "DELETE"])
 def test_each_kind_of_write_is_counted_and_refused(limited, api, client, method):
-    # PATCH an item that exists (200), DELETE one that does not (the API's 404): both are writes.
+    # What the API answers does not matter: a DELETE of an item that is not there (404) counts too.
     item = client_http.request(api.url + "/api/items", "POST", json_body={"text": "to patch"}).json()
-    path = "/api/items" if method == "POST" else f"/api/items/{item['id'] if method == 'PATCH' else 987654321}"
+    path, answer = {"POST": ("/api/items", 201), "PATCH": (f"/api/items/{item['id']}", 200),
+                    "DELETE": ("/api/items/987654321", 404)}[method]
     body = None if method == "DELETE" else {"text": f"{method} from {client}"}
-
-    def write() -> int:
-        return client_http.request(limited.url + path, method, json_body=body, source=client).status
-
-    statuses = [write() for _ in range(AT_ONCE + 1)]
-    assert statuses[:AT_ONCE] == [{"POST": 201, "PATCH": 200, "DELETE": 404}[method]] * AT_ONCE
-    assert statuses[-1] == 429
+    statuses = [client_http.request(limited.url + path, method, json_body=body, source=client).status
+                for _ in range(AT_ONCE + 1)]
+    assert statuses == [answer] * AT_ONCE + [429]
 
 
 # --- Reads are never limited ------------------------------------------------------------------
