@@ -2,8 +2,9 @@
 
 The image's entrypoint substitutes only the variables NGINX_ENVSUBST_FILTER matches and that are
 defined (20-envsubst-on-templates.sh), and lists the API's servers with web/api-servers.sh
-(40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile.
-The rendered file goes into an nginx.conf shaped like the image's (http{} including conf.d).
+(40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile,
+except that the write limit is off unless a test turns it on. The rendered file goes into an
+nginx.conf shaped like the image's (http{} including conf.d).
 """
 
 from __future__ import annotations
