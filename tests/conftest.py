@@ -143,16 +143,18 @@ def html_root(scratch: Path, repo: Path) -> Path:
 @pytest.fixture(scope="module")
 def make_nginx(scratch: Path, html_root: Path, repo: Path, artifacts: Path,
                request: pytest.FixtureRequest) -> Iterator[Callable[..., Nginx]]:
-    """Makes nginx instances (not started) rendering the template for an upstream; each is
-    stopped at the end of the module, its logs and rendered config kept in artifacts/web/logs/."""
+    """Makes nginx instances (not started) rendering the template for an upstream, with the
+    image's settings except the write limit, which is off unless a test passes WRITE_LIMIT="on";
+    each is stopped at the end of the module, its logs and rendered config kept in
+    artifacts/web/logs/."""
     made: list[Nginx] = []
     module = Path(request.node.name).stem
 
-    def make(upstream: str, read_timeout: str | None = None) -> Nginx:
+    def make(upstream: str, read_timeout: str | None = None, **settings: str) -> Nginx:
         name = f"{module}-nginx-{len(made) + 1}"
         nginx = Nginx(scratch / name, free_port(), upstream, html_root,
                       repo / "web" / "templates" / "default.conf.template", repo / "web" / "Dockerfile",
-                      read_timeout=read_timeout)
+                      read_timeout=read_timeout, **settings)
         made.append(nginx)
         return nginx
 

@@ -20,8 +20,8 @@ from support.net import free_port
 from support.stack import BuildInfo, Images
 from support.tools import require_tool, unavailable
 
-MODULE_ORDER = ["test_images", "test_stack", "test_persistence", "test_dev_override", "test_sigkill",
-                "test_scale_out", "test_move_to_postgres", "test_pg_backup", "test_registry"]
+MODULE_ORDER = ["test_images", "test_write_limit", "test_stack", "test_persistence", "test_dev_override",
+                "test_sigkill", "test_scale_out", "test_move_to_postgres", "test_pg_backup", "test_registry"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,7 +68,8 @@ def project(docker_ready, repo: Path, docker_logs: Path, build_info: BuildInfo) 
     web_port = int(os.environ.get("WEB_PORT") or free_port())
     env = {**docker_environment(), "WEB_BIND": "127.0.0.1", "WEB_PORT": str(web_port),
            "BUILD_VERSION": build_info.version, "BUILD_DATE": build_info.date, "VCS_REF": build_info.vcs_ref}
-    compose = ComposeProject(name, repo, docker_logs, env, web_url=f"http://127.0.0.1:{web_port}")
+    compose = ComposeProject(name, repo, docker_logs, env, web_url=f"http://127.0.0.1:{web_port}",
+                             overrides=("tests/docker/compose.no-write-limit.yaml",))
     try:
         yield compose
     finally:

@@ -51,8 +51,11 @@ def inspect(kind: str, name: str) -> Any:
 class ComposeProject:
     """`docker compose -p <name>` in the repository, with the environment the stack should see."""
 
-    def __init__(self, name: str, root: Path, logs: Path, env: dict[str, str], web_url: str = "") -> None:
+    def __init__(self, name: str, root: Path, logs: Path, env: dict[str, str], web_url: str = "",
+                 overrides: Sequence[str] = ()) -> None:
         self.name = name
+        # Layered after the stack's own files in every command.
+        self.overrides = tuple(overrides)
         self.web_url = web_url  # where the stack's web tier is published
         self.root = root
         self.logs = logs
@@ -69,7 +72,7 @@ class ComposeProject:
         self.file_sets.add(files)
         # --env-file /dev/null: a developer's .env must not change what is tested.
         argv = ["docker", "compose", "--env-file", "/dev/null", "-p", self.name]
-        for file in files:
+        for file in (*files, *self.overrides):
             argv += ["-f", file]
         return run([*argv, *args], log=self.logs / log, env={**self.env, **(env or {})}, cwd=self.root,
                    check=check, timeout=timeout)

@@ -51,11 +51,15 @@ def request(
     body: bytes | None = None,
     json_body: Any = None,
     timeout: float = 15.0,
+    source: str | None = None,
 ) -> Response:
-    """Sends one request to an absolute http(s) URL. Raises OSError when there is no answer."""
+    """Sends one request to an absolute http(s) URL, from the local address `source` if given (on
+    loopback any 127.x.y.z: another client, as the server sees it). Raises OSError when there is
+    no answer."""
     parts = urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+    connection = connection_class(parts.hostname, parts.port, timeout=timeout,
+                                  source_address=(source, 0) if source else None)
     send_headers = dict(headers or {})
     if json_body is not None:
         body = json.dumps(json_body).encode()

@@ -2,8 +2,9 @@
 
 The image's entrypoint substitutes only the variables NGINX_ENVSUBST_FILTER matches and that are
 defined (20-envsubst-on-templates.sh), and lists the API's servers with web/api-servers.sh
-(40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile.
-The rendered file goes into an nginx.conf shaped like the image's (http{} including conf.d).
+(40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile,
+except that the write limit is off unless a test turns it on. The rendered file goes into an
+nginx.conf shaped like the image's (http{} including conf.d).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from support.processes import Service, base_environment
 from support.tools import require_tool
 
 IMAGE_ROOT = "/usr/share/nginx/html"
-TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "API_SERVERS_FILE", "NGINX_PORT")
+TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "API_SERVERS_FILE", "NGINX_PORT", "WRITE_LIMIT",
+                      "WRITE_LIMIT_RATE", "WRITE_LIMIT_BURST", "REAL_IP_FROM")
+# The image's settings that tests may override (make_nginx(..., WRITE_LIMIT="on")).
+SETTINGS = ("WRITE_LIMIT", "WRITE_LIMIT_RATE", "WRITE_LIMIT_BURST", "REAL_IP_FROM")
 API_SERVERS_SCRIPT = Path(__file__).resolve().parents[2] / "web" / "api-servers.sh"
 
 
@@ -72,6 +76,7 @@ class Nginx(Service):
         template: Path,
         dockerfile: Path,
         read_timeout: str | None = None,
+        **settings: str,
     ) -> None:
         self.binary = require_tool("nginx", "apt-get install nginx")
         self.prefix = prefix
@@ -85,7 +90,14 @@ class Nginx(Service):
             "API_READ_TIMEOUT": read_timeout or image_env["API_READ_TIMEOUT"],
             "API_SERVERS_FILE": str(self.servers_file),
             "NGINX_PORT": str(port),
+            **{name: image_env[name] for name in SETTINGS},
+            # The tests send many writes from one address; tests/web/test_write_limit.py turns the
+            # limit on.
+            "WRITE_LIMIT": "off",
         }
+        unknown = set(settings) - set(SETTINGS)
+        assert not unknown, f"not a setting of the web image: {sorted(unknown)}"
+        self.variables.update(settings)
         prefix.mkdir(parents=True, exist_ok=True)
         list_api_servers(upstream, self.servers_file)
         (prefix / "conf.d").mkdir(exist_ok=True)

@@ -79,6 +79,25 @@ def test_x_forwarded_for_is_appended_to(forwarded):
     assert forwarded["header"]("x-forwarded-for") == "198.51.100.7, 127.0.0.1"
 
 
+@pytest.fixture(scope="module")
+def echo_behind_proxy(make_nginx, upstream_echo):
+    """As echo_web, with this machine's loopback as the proxy trusted to name the client."""
+    nginx = make_nginx(upstream_echo, REAL_IP_FROM="127.0.0.1")
+    nginx.start()
+    return nginx
+
+
+@pytest.mark.parametrize("received, sent", [
+    ("198.51.100.7", "198.51.100.7, 127.0.0.1"),
+    ("203.0.113.9, 198.51.100.7", "203.0.113.9, 198.51.100.7, 127.0.0.1"),
+    (None, "127.0.0.1"),
+])
+def test_behind_a_trusted_proxy_x_forwarded_for_is_appended_to_as_before(echo_behind_proxy, received, sent):
+    # realip takes the client from the header; the API still sees the proxy as the last hop.
+    headers = {"X-Forwarded-For": received} if received else {}
+    assert seen_upstream(echo_behind_proxy, "/api/items", **headers)["header"]("x-forwarded-for") == sent
+
+
 def test_an_ingress_x_forwarded_proto_https_is_kept(forwarded):
     assert forwarded["header"]("x-forwarded-proto") == "https"
 
