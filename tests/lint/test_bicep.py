@@ -524,6 +524,12 @@ def test_the_web_tier_reaches_the_api_through_its_ingress_not_port_8000(deployme
     assert text.startswith("https://") and ":8000" not in text
 
 
+def test_the_web_tier_counts_writes_per_client_behind_the_ingress(deployment):
+    # Without it every client behind one ingress instance shares one write budget.
+    env = env_of(deployment.module("web").properties("web")["template"]["containers"][0])
+    assert env.get("REAL_IP_FROM") == "0.0.0.0/0"
+
+
 def test_the_github_path_pulls_both_images_from_the_repository_at_the_tag(deployment):
     images = {name: deployment.module(name).properties(name)["template"]["containers"][0]["image"]
               for name in ("api", "web")}

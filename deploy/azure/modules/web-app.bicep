@@ -106,6 +106,13 @@ resource web 'Microsoft.App/containerApps@2026-01-01' = {
               name: 'API_UPSTREAM'
               value: 'https://${apiFqdn}'
             }
+            {
+              // Every connection comes from the environment's ingress, which appends the
+              // client's address to X-Forwarded-For: the write limit counts per client only when
+              // that last entry is trusted. The container is reachable through the ingress alone.
+              name: 'REAL_IP_FROM'
+              value: '0.0.0.0/0'
+            }
           ]
           probes: [
             {
