@@ -1,15 +1,29 @@
-"""The page's files through nginx: routing, content types, caching, gzip and security headers."""
+"""The page's files through nginx: routing, content types, caching, gzip and security headers.
+The page's scripts are ES modules, so each one is also checked as the API serves it (STATIC_DIR)."""
 
 from __future__ import annotations
 
 import gzip
 import re
+from pathlib import Path
 
 import pytest
 
 from support import http
 
 CSP_DIRECTIVES = ["default-src 'self'", "frame-ancestors 'none'", "base-uri 'self'", "form-action 'self'"]
+STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
+SCRIPTS = sorted(path.name for path in STATIC.glob("*.js"))
+# `import ... from "./x.js"`, `export ... from "./x.js"` and `import "./x.js"`.
+IMPORT = re.compile(r"""^\s*(?:import|export)\b[^;]*?["'](\./[^"']+)["']""", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def api(make_api, html_root):
+    """This module's API, which also serves the page itself (STATIC_DIR), as with `cargo run`."""
+    process = make_api(STATIC_DIR=str(html_root))
+    process.start()
+    return process
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +157,63 @@ def test_an_unknown_static_path_is_404_with_no_spa_fallback(get):
 
 def test_the_404_still_carries_nosniff(get):
     assert get("/no-such-file.js").header("X-Content-Type-Options") == "nosniff"
+
+
+def imports_of(name: str) -> list[str]:
+    return [specifier.removeprefix("./") for specifier in IMPORT.findall((STATIC / name).read_text())]
+
+
+def test_index_html_loads_app_js_as_a_module(index):
+    assert '<script type="module" src="app.js"></script>' in index.text
+
+
+def test_every_module_import_names_a_script_in_web_static():
+    missing = {name: target for name in SCRIPTS for target in imports_of(name) if target not in SCRIPTS}
+    assert missing == {}
+
+
+def test_every_script_in_web_static_is_loaded_by_app_js():
+    loaded, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        if name not in loaded:
+            loaded.add(name)
+            todo += imports_of(name)
+    assert sorted(loaded) == SCRIPTS
+
+
+@pytest.fixture(scope="module", params=["nginx", "api"])
+def page_server(request, web, api) -> str:
+    """Where the page's files come from: nginx, or the API itself."""
+    return web.url if request.param == "nginx" else api.url
+
+
+# A module script is refused unless it comes with a JavaScript type (nosniff holds), so each one
+# is checked, from either server.
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_is_served_as_javascript(page_server, script):
+    response = http.request(f"{page_server}/{script}")
+    assert response.status == 200
+    assert re.match(r"(application|text)/javascript", response.header("Content-Type"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_has_a_short_max_age_then_revalidates(page_server, script):
+    response = http.request(f"{page_server}/{script}")
+    assert response.header("Cache-Control") == "public, max-age=600"
+    again = http.request(f"{page_server}/{script}", headers={"If-Modified-Since": response.header("Last-Modified")})
+    assert (again.status, again.header("Cache-Control")) == (304, "public, max-age=600")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_is_gzipped_and_decompresses_to_the_file(page_server, script):
+    response = http.request(f"{page_server}/{script}", headers={"Accept-Encoding": "gzip"})
+    assert response.header("Content-Encoding") == "gzip"
+    assert gzip.decompress(response.body) == (STATIC / script).read_bytes()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_carries_nosniff_and_the_content_security_policy(page_server, script):
+    response = http.request(f"{page_server}/{script}")
+    assert response.header("X-Content-Type-Options") == "nosniff"
+    assert "default-src 'self'" in response.header("Content-Security-Policy")
