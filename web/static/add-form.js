@@ -4,6 +4,8 @@
 
 import {
   ApiError,
+  TOO_MANY,
+  TOO_MANY_MESSAGE,
   UnavailableError,
   createItem,
   newIdempotencyKey,
@@ -86,6 +88,9 @@ function addFailure(error) {
   if (error.status === 413 || error.status === 422) {
     return "That text is too long for an item.";
   }
+  if (error.status === TOO_MANY) {
+    return `Not saved: ${TOO_MANY_MESSAGE}`;
+  }
   return `The item was not saved. Try again in a moment${withReference(error)}.`;
 }
 
@@ -124,7 +129,7 @@ export async function handleSubmit(event) {
         false,
       );
     } else if (error instanceof ApiError) {
-      showFormError(addFailure(error), error.status < 500);
+      showFormError(addFailure(error), error.status < 500 && error.status !== TOO_MANY);
     } else {
       showFormError("Something went wrong; the item was not saved.", false);
       throw error;
@@ -170,7 +175,7 @@ async function finishUncertainAdd({ text, key }) {
       // Still unsettled: the next recovery sends it once more.
       uncertainAdds.push({ text, key });
     } else if (error instanceof ApiError) {
-      showFormError(addFailure(error), error.status < 500);
+      showFormError(addFailure(error), error.status < 500 && error.status !== TOO_MANY);
     } else {
       throw error;
     }

@@ -32,6 +32,10 @@ export class UnavailableError extends Error {
   }
 }
 
+// The web tier's answer to a client writing faster than its limit: it passes by waiting.
+export const TOO_MANY = 429;
+export const TOO_MANY_MESSAGE = "too many changes from here in a short time. Wait a moment and try again.";
+
 // The reference a message about a refusal ends with, if the API gave one.
 export function withReference(error) {
   return error.reference ? ` (reference ${error.reference.slice(0, 8)})` : "";

@@ -3,7 +3,7 @@
 // focus goes when one leaves. Item text is only ever written with textContent, so it can never
 // become markup.
 
-import { ApiError, UnavailableError, updateItem } from "./api.js";
+import { ApiError, TOO_MANY, TOO_MANY_MESSAGE, UnavailableError, updateItem } from "./api.js";
 import { announce, byId, hooks, shorten } from "./page.js";
 
 // Longer texts are shown collapsed to a few lines, with "Show more".
@@ -375,6 +375,9 @@ function editFailure(error) {
   }
   if (error instanceof ApiError && error.status === 422) {
     return "Not saved: that text is too long for an item.";
+  }
+  if (error instanceof ApiError && error.status === TOO_MANY) {
+    return `Not saved: ${TOO_MANY_MESSAGE}`;
   }
   return "Not saved: something went wrong. Try again.";
 }

@@ -3,7 +3,14 @@
 // page is being left), so an undone delete never reached the server and the item keeps its id and
 // creation time.
 
-import { ApiError, UnavailableError, deleteItem, deleteItemOnLeave } from "./api.js";
+import {
+  ApiError,
+  TOO_MANY,
+  TOO_MANY_MESSAGE,
+  UnavailableError,
+  deleteItem,
+  deleteItemOnLeave,
+} from "./api.js";
 import * as connection from "./connection.js";
 import * as list from "./list.js";
 import { announce, byId, shorten } from "./page.js";
@@ -75,7 +82,9 @@ async function sendDelete(id) {
       list.restore(entry.li, id);
       const reason = error instanceof UnavailableError
         ? "Not deleted: the list cannot be reached right now. Try again in a moment."
-        : "Not deleted: something went wrong. Try again.";
+        : error instanceof ApiError && error.status === TOO_MANY
+          ? `Not deleted: ${TOO_MANY_MESSAGE}`
+          : "Not deleted: something went wrong. Try again.";
       showRowError(entry.li, reason);
       announce(`“${shorten(textOf(entry.li), 60)}” was not deleted.`);
       if (error instanceof UnavailableError) {
