@@ -428,7 +428,9 @@ async fn a_page_open_across_a_restore_of_an_older_backup_is_told_to_read_the_lis
     let later = app.add("added after the backup").await;
     let created = page.next().await;
     assert_eq!(created.name, "created");
-    let position = created.id.expect("the last event of a commit carries its position");
+    let position = created
+        .id
+        .expect("the last event of a commit carries its position");
     app.stop().await;
 
     items_api::store::restore(&location, &backup).await.unwrap();
@@ -440,6 +442,9 @@ async fn a_page_open_across_a_restore_of_an_older_backup_is_told_to_read_the_lis
     let held = format!("/api/items/{}", later["id"]);
     assert_eq!(app.get(&held).await.status(), 404);
     let new = app.add("after the restore").await;
-    assert!(new["id"].as_i64() > later["id"].as_i64(), "{new} after {later}");
+    assert!(
+        new["id"].as_i64() > later["id"].as_i64(),
+        "{new} after {later}"
+    );
     app.stop().await;
 }
