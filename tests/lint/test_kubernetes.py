@@ -395,3 +395,12 @@ def test_a_missing_default_deny_lets_strays_in(rendered):
     objects = [obj for obj in rendered("dev") if obj["metadata"]["name"] != "default-deny"]
     extra = k8s.flows(objects) - expected_flows("dev")
     assert {("outside", "stranger", "TCP", 9999), ("elsewhere", "stranger", "TCP", 8000)} <= extra
+
+
+def test_the_cluster_in_ci_gets_the_gateway_api_release_the_schemas_come_from():
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kubernetes.yml").read_text())
+    readme = (REPO / "tests" / "lint" / "schemas" / "README.md").read_text()
+    version = workflow["env"]["GATEWAY_API_VERSION"]
+    assert f"release {version}" in readme and f"tag {version}" in readme
