@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::postgres::azure::ManagedIdentity;
+use crate::store::postgres::azure::{DEFAULT_AUTHORITY_HOST, ManagedIdentity, WorkloadIdentity};
 use crate::store::postgres::{Credentials, PoolOptions};
 use crate::store::sqlite::{JournalMode, SqliteOptions, Synchronous};
 use crate::store::{Location, LocationError, StoreSettings};
@@ -110,6 +110,8 @@ pub enum DatabaseAuth {
     Password,
     /// An Entra ID token from the Azure managed identity endpoint.
     AzureManagedIdentity,
+    /// An Entra ID token for the pod's federated service account token (AKS workload identity).
+    AzureWorkloadIdentity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,7 +158,9 @@ pub struct Config {
     /// Postgres: how to sign in when DATABASE_URL has no password. `password`: DATABASE_PASSWORD_FILE,
     /// or none. `azure-managed-identity`: an Entra ID token from the managed identity of the
     /// Azure Container App (IDENTITY_ENDPOINT, IDENTITY_HEADER; AZURE_CLIENT_ID for a user-assigned
-    /// identity), for Azure Database for PostgreSQL.
+    /// identity), for Azure Database for PostgreSQL. `azure-workload-identity`: an Entra ID token
+    /// for the pod's service account token on AKS (AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID,
+    /// AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, which the workload identity webhook sets).
     #[arg(long, env = "DATABASE_AUTH", value_enum, ignore_case = true, default_value_t = DatabaseAuth::Password,
           global = true)]
     pub database_auth: DatabaseAuth,
@@ -174,6 +178,22 @@ pub struct Config {
     /// identity.
     #[arg(long, env = "AZURE_CLIENT_ID", global = true)]
     pub azure_client_id: Option<String>,
+
+    /// Entra ID tenant of the identity, for DATABASE_AUTH=azure-workload-identity (set by the AKS
+    /// workload identity webhook).
+    #[arg(long, env = "AZURE_TENANT_ID", global = true)]
+    pub azure_tenant_id: Option<String>,
+
+    /// File holding the pod's federated service account token, read again for every token
+    /// exchange, for DATABASE_AUTH=azure-workload-identity (set by the AKS workload identity
+    /// webhook; never shown).
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE", global = true)]
+    pub azure_federated_token_file: Option<PathBuf>,
+
+    /// Entra ID endpoint that exchanges the federated token, for
+    /// DATABASE_AUTH=azure-workload-identity (set by the AKS workload identity webhook).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", default_value = DEFAULT_AUTHORITY_HOST, global = true)]
+    pub azure_authority_host: String,
 
     /// Postgres: where to listen for changes, when DATABASE_URL goes through a pooler in
     /// transaction mode (PgBouncer), which cannot pass notifications on: the server itself, in
@@ -505,6 +525,30 @@ impl Config {
                 };
                 ManagedIdentity::new(endpoint, secret, self.azure_client_id.as_deref())
                     .map(Credentials::ManagedIdentity)
+                    .map_err(LocationError)
+            }
+            DatabaseAuth::AzureWorkloadIdentity => {
+                let needs = |name: &str| {
+                    LocationError(format!(
+                        "DATABASE_AUTH=azure-workload-identity needs {name}, which the AKS workload \
+                         identity webhook sets in a pod labelled azure.workload.identity/use=true \
+                         whose service account names a client id"
+                    ))
+                };
+                let tenant = self.azure_tenant_id.as_deref().unwrap_or_default();
+                let client = self.azure_client_id.as_deref().unwrap_or_default();
+                let file = self.azure_federated_token_file.as_deref();
+                if client.is_empty() {
+                    return Err(needs("AZURE_CLIENT_ID"));
+                }
+                if tenant.is_empty() {
+                    return Err(needs("AZURE_TENANT_ID"));
+                }
+                let Some(file) = file.filter(|file| !file.as_os_str().is_empty()) else {
+                    return Err(needs("AZURE_FEDERATED_TOKEN_FILE"));
+                };
+                WorkloadIdentity::new(&self.azure_authority_host, tenant, client, file)
+                    .map(Credentials::WorkloadIdentity)
                     .map_err(LocationError)
             }
         }

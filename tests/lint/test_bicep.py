@@ -22,7 +22,10 @@ pytest.importorskip("pycep", reason="pycep-parser: .venv/bin/pip install -r .ci/
 
 AZURE = Path(__file__).resolve().parents[2] / "deploy" / "azure"
 MAIN = AZURE / "main.bicep"
-TEMPLATES = sorted([MAIN, *(AZURE / "modules").glob("*.bicep")])
+# The AKS cluster's own entry template, deployed beside main.bicep's resources, never by CD.
+AKS = AZURE / "aks.bicep"
+ENTRY_TEMPLATES = (MAIN, AKS)
+TEMPLATES = sorted([*ENTRY_TEMPLATES, *(AZURE / "modules").glob("*.bicep")])
 PARAMS_FILES = sorted(AZURE.glob("*.bicepparam"))
 BACKEND_PARAMS = {"sqlite": AZURE / "main.sqlite.bicepparam", "postgres": AZURE / "main.postgres.bicepparam"}
 
@@ -62,13 +65,15 @@ def test_the_template_parses(template):
 
 
 def module_calls():
-    parsed = parse_bicep(MAIN)
-    return {name: (MAIN.parent / module["detail"]["path"]).resolve() for name, module in parsed["modules"].items()}
+    """(entry template, module name) of every module call, with the module's file."""
+    return {(entry.name, name): (entry.parent / module["detail"]["path"]).resolve()
+            for entry in ENTRY_TEMPLATES for name, module in parse_bicep(entry)["modules"].items()}
 
 
-@pytest.mark.parametrize("module", module_calls(), ids=str)
+@pytest.mark.parametrize("module", module_calls(), ids=lambda key: "/".join(key))
 def test_each_module_call_passes_every_required_parameter_and_only_declared_ones(module):
-    call = parse_bicep(MAIN)["modules"][module]["config"]
+    entry, name = module
+    call = parse_bicep(AZURE / entry)["modules"][name]["config"]
     call = call.get("config", call)
     declared = parse_bicep(module_calls()[module])["parameters"]
     required = {name for name, p in declared.items() if p.get("default") is None}
@@ -80,7 +85,7 @@ def every_module_is_called():
     return {path.name for path in (AZURE / "modules").glob("*.bicep")} - {p.name for p in module_calls().values()}
 
 
-def test_every_module_is_called_from_main_bicep():
+def test_every_module_is_called_from_an_entry_template():
     assert every_module_is_called() == set()
 
 
@@ -632,3 +637,35 @@ def test_every_file_builds_and_lints_with_the_bicep_compiler(repo):
             if done.returncode != 0:
                 failures.append(f"{' '.join(argv[:3])} {path.name}: {done.stderr.strip()}")
     assert failures == []
+
+
+# --- AKS (aks.bicep): workload identity for deploy/kubernetes ---------------------------------
+
+
+def test_the_aks_cluster_issues_service_account_tokens_entra_trusts_and_enforces_network_policies():
+    cluster = parse_bicep(AZURE / "modules" / "aks-cluster.bicep")["resources"]["cluster"]["config"]
+    properties = cluster.get("config", cluster)["properties"]
+    assert properties["oidcIssuerProfile"]["enabled"] is True
+    assert properties["securityProfile"]["workloadIdentity"]["enabled"] is True
+    assert properties["networkProfile"]["networkPolicy"] in ("cilium", "azure", "calico")
+
+
+def test_each_kubernetes_service_account_that_signs_in_gets_a_federated_credential_on_its_identity():
+    import yaml
+
+    calls = {call["params"]["serviceAccount"]: call["params"]
+             for module in parse_bicep(AKS)["modules"].values()
+             for call in [module["config"].get("config", module["config"])]
+             if "serviceAccount" in call["params"]}
+    assert calls["api"]["identityName"] == "${namePrefix}-api-identity"
+    assert calls["items-migrate"]["identityName"] == "${namePrefix}-migrate-identity"
+    manifests = AZURE.parent / "kubernetes"
+    accounts = {document["metadata"]["name"]
+                for path in [manifests / "base" / "api.yaml", manifests / "components" / "postgres" / "migrate-job.yaml"]
+                for document in yaml.safe_load_all(path.read_text()) if document["kind"] == "ServiceAccount"}
+    assert set(calls) == accounts
+    assert parse_bicep(AKS)["parameters"]["namespace"]["default"] == "items"
+    credential = parse_bicep(AZURE / "modules" / "federated-credential.bicep")["resources"]["credential"]["config"]
+    properties = credential.get("config", credential)["properties"]
+    assert properties["audiences"] == ["api://AzureADTokenExchange"]
+    assert properties["subject"] == "system:serviceaccount:${namespace}:${serviceAccount}"

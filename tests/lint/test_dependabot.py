@@ -1,7 +1,8 @@
 """Dependabot keeps every pin current: each image and action the repository names, and each package
 manifest, is covered by an update entry of the ecosystem that reads it there, in the directory that
 ecosystem looks in. Where each ecosystem looks follows dependabot-core's file fetchers and parsers:
-docker reads the literal FROM lines of the Dockerfiles in a directory (not ARG defaults);
+docker reads the literal FROM lines of the Dockerfiles in a directory (not ARG defaults) and the
+`image:` of the Kubernetes manifests there;
 docker-compose the compose files in a directory; github-actions `/.github/workflows` for `/` and
 the YAML files of any other directory listed (a composite action's); devcontainers only the
 features of `.devcontainer/devcontainer.json`, never its image. An image named where no ecosystem
@@ -33,9 +34,11 @@ DOCKERFILE = re.compile(r"(^|/)(Dockerfile|[^/]+\.Dockerfile|Dockerfile\.[^/]+|C
 COMPOSE_FILE = re.compile(r"(docker-)?compose(-\w+)?(\.[\w-]+)?\.ya?ml", re.IGNORECASE)
 WORKFLOW = re.compile(r"\.github/workflows/[^/]+\.ya?ml")
 ACTION = re.compile(r"(^|.*/)action\.ya?ml")
+KUBERNETES_MANIFEST = re.compile(r"deploy/kubernetes/.+\.ya?ml")
 # The images this repository publishes itself (compose.registry.yaml runs them).
 # This project's own images: from its registry, or built by the stack itself.
-OWN_IMAGE = re.compile(r"^(\$\{REGISTRY(:-[^}]*)?\}/(api|web):|\$\{COMPOSE_PROJECT_NAME\}-(api|web)$)")
+# In the Kubernetes manifests, the names Kustomize's `images:` replaces with the release.
+OWN_IMAGE = re.compile(r"^(\$\{REGISTRY(:-[^}]*)?\}/(api|web):|\$\{COMPOSE_PROJECT_NAME\}-(api|web)$|items-(api|web)$)")
 
 ARG_DEFAULT_GAP = (
     "Dependabot reads literal FROM lines only, not an ARG default used as `FROM ${ARG}` "
@@ -162,6 +165,29 @@ def devcontainer_pins(path: str, text: str) -> list[Pin]:
     return pins
 
 
+def kubernetes_pins(path: str, text: str) -> list[Pin]:
+    """The images of every container in the manifest's workloads (a kustomization names none)."""
+    pins = []
+
+    def walk(node, place: str) -> None:
+        if isinstance(node, dict):
+            for key in ("initContainers", "containers"):
+                for container in node.get(key) or []:
+                    image = (container or {}).get("image")
+                    if image and not OWN_IMAGE.match(image):
+                        pins.append(Pin(image, path, f"{place}.{container.get('name')}", "docker", directory_of(path)))
+            for key, value in node.items():
+                walk(value, f"{place}.{key}" if place else key)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, place)
+
+    for document in yaml.safe_load_all(text):
+        if isinstance(document, dict) and document.get("kind") != "Kustomization":
+            walk(document, f"{document.get('kind')}/{(document.get('metadata') or {}).get('name')}")
+    return pins
+
+
 def pins_in(name: str, text: str) -> list[Pin]:
     if DOCKERFILE.search(name):
         return dockerfile_pins(name, text)
@@ -171,6 +197,8 @@ def pins_in(name: str, text: str) -> list[Pin]:
         return action_pins(name, text)
     if COMPOSE_FILE.fullmatch(PurePosixPath(name).name):
         return compose_pins(name, text)
+    if KUBERNETES_MANIFEST.fullmatch(name):
+        return kubernetes_pins(name, text)
     if PurePosixPath(name).name in ("devcontainer.json", ".devcontainer.json"):
         return devcontainer_pins(name, text)
     return []
@@ -271,6 +299,14 @@ def test_an_action_in_an_unlisted_composite_action_is_not_covered(config):
                        "runs:\n  using: composite\n  steps:\n    - uses: actions/cache@v5\n")
     assert [p.directory for p in pins] == ["/.github/actions/other"]
     assert not covered(pins[0].ecosystem, pins[0].directory, config)
+
+
+def test_a_kubernetes_image_is_read_by_docker_and_our_own_are_left_to_the_release():
+    manifest = ("kind: StatefulSet\nmetadata: {name: db}\nspec:\n  template:\n    spec:\n      containers:\n"
+                "        - {name: db, image: 'postgres:17'}\n        - {name: api, image: items-api}\n")
+    pins = kubernetes_pins("deploy/kubernetes/overlays/x/db.yaml", manifest)
+    assert [(p.what, p.ecosystem, p.directory) for p in pins] == [
+        ("postgres:17", "docker", "/deploy/kubernetes/overlays/x")]
 
 
 def test_an_arg_default_is_reported_and_a_literal_from_is_read_by_docker():

@@ -10,12 +10,14 @@ pub mod state;
 pub mod static_files;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::Response;
@@ -43,7 +45,8 @@ pub struct RouterOptions {
 }
 
 /// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
-/// request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
+/// request id (echo) → `nosniff` → `Connection: close` while stopping → JSON errors → timeout →
+/// panic → 500 → routes.
 pub fn app(state: AppState, options: RouterOptions) -> Router {
     let (api, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
@@ -53,6 +56,7 @@ pub fn app(state: AppState, options: RouterOptions) -> Router {
     if let Some(dir) = &options.static_dir {
         router = router.fallback_service(static_files::router(dir));
     }
+    let info = Arc::clone(&state.info);
     router
         .layer(DefaultBodyLimit::max(state.body_limits.max_bytes))
         .with_state(state)
@@ -66,6 +70,7 @@ pub fn app(state: AppState, options: RouterOptions) -> Router {
                     X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ))
+                .map_response(move |response| close_when_stopping(&info, response))
                 .map_response(json_errors)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +78,20 @@ pub fn app(state: AppState, options: RouterOptions) -> Router {
                 ))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
+}
+
+/// While the process drains (SHUTDOWN_DRAIN_SECS), each response tells the client to close the
+/// connection after it. A proxy that keeps connections open, such as the web tier behind a
+/// Kubernetes Service (which stops sending new connections here but not the kept-alive ones),
+/// then reconnects to a replica that is not stopping, instead of reusing ours until we close
+/// them under its next request.
+fn close_when_stopping(info: &state::ServiceInfo, mut response: Response) -> Response {
+    if info.stopping.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Gives every error response a JSON body, whoever produced it: the router (404, and 405 with

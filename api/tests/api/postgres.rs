@@ -917,3 +917,240 @@ fn a_token_endpoint_that_fails_stops_the_start_with_its_reason() {
     );
     assert!(!stderr.contains("stub-secret"), "{stderr}");
 }
+
+/// What a stand-in token endpoint saw: the method and path of each request, and its form fields.
+type SeenForms = Arc<std::sync::Mutex<Vec<(String, std::collections::HashMap<String, String>)>>>;
+
+/// A stand-in for Entra ID's token endpoint (`AZURE_AUTHORITY_HOST`): answers a POST of the
+/// client-credentials form for `token` (valid for `expires_in` seconds), or with `status` when
+/// that is not 200. Returns its authority host and what it saw.
+async fn entra_token_endpoint(
+    token: &'static str,
+    status: u16,
+    expires_in: u64,
+) -> (String, SeenForms) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = format!("http://{}/", listener.local_addr().unwrap());
+    let seen: SeenForms = Arc::default();
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            // The head, then as many body bytes as it announces.
+            let mut request = Vec::new();
+            let mut chunk = vec![0; 4096];
+            let (head, body) = loop {
+                let read = socket.read(&mut chunk).await.unwrap_or(0);
+                if read == 0 {
+                    break (String::new(), Vec::new());
+                }
+                request.extend_from_slice(&chunk[..read]);
+                let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&request[..end]).into_owned();
+                let length = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break (head, request[end + 4..end + 4 + length].to_vec());
+                }
+            };
+            let request_line = head.lines().next().unwrap_or_default().to_owned();
+            let form: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
+            record.lock().unwrap().push((request_line, form));
+            let (code, body) = if status == 200 {
+                (
+                    200,
+                    format!(
+                        r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":{expires_in},"access_token":"{token}"}}"#
+                    ),
+                )
+            } else {
+                (
+                    status,
+                    r#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found for presented assertion subject."}"#.to_owned(),
+                )
+            };
+            let response = format!(
+                "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (authority, seen)
+}
+
+fn workload_identity_env<'a>(
+    url: &'a str,
+    authority: &'a str,
+    token_file: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("DATABASE_URL", url),
+        ("DATABASE_AUTH", "azure-workload-identity"),
+        ("AZURE_AUTHORITY_HOST", authority),
+        ("AZURE_TENANT_ID", "tenant-5678"),
+        ("AZURE_CLIENT_ID", "client-1234"),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+        ("MIGRATE_ON_START", "true"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_identity_token_is_the_password_and_the_federated_token_is_read_for_each_exchange()
+ {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let schema = fresh_schema(cluster).await;
+    execute(
+        &cluster.url("postgres", ""),
+        &format!("GRANT ALL ON SCHEMA {schema} TO {PASSWORD_USER}"),
+    )
+    .await
+    .unwrap();
+    let application = format!("workload-identity-{}", std::process::id());
+    let url = postgres_support::with_search_path(
+        &format!(
+            "postgres://{PASSWORD_USER}@127.0.0.1:{}/postgres?sslmode=disable&application_name={application}",
+            cluster.port
+        ),
+        &schema,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "federated-assertion-1\n").unwrap();
+    // Valid for less than the margin the service keeps: every new connection exchanges again.
+    let (authority, seen) = entra_token_endpoint(PASSWORD, 200, 60).await;
+    let unused = dir.path().join("unused.db");
+    let server = BinaryServer::start(
+        &unused,
+        &workload_identity_env(&url, &authority, token_file.to_str().unwrap()),
+    );
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &server, "signed in with workload identity")
+            .await
+            .status(),
+        201
+    );
+    let (request_line, form) = seen.lock().unwrap()[0].clone();
+    assert!(
+        request_line.starts_with("POST /tenant-5678/oauth2/v2.0/token "),
+        "{request_line}"
+    );
+    let field = |name: &str| form.get(name).map(String::as_str);
+    assert_eq!(field("grant_type"), Some("client_credentials"));
+    assert_eq!(field("client_id"), Some("client-1234"));
+    assert_eq!(
+        field("scope"),
+        Some("https://ossrdbms-aad.database.windows.net/.default")
+    );
+    assert_eq!(
+        field("client_assertion_type"),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    );
+    assert_eq!(field("client_assertion"), Some("federated-assertion-1"));
+
+    // Kubernetes replaces the projected token; the next connection signs in with the new one.
+    std::fs::write(&token_file, "federated-assertion-2\n").unwrap();
+    execute(
+        &cluster.url("postgres", ""),
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '{application}%'"
+        ),
+    )
+    .await
+    .unwrap();
+    let renewed = eventually(Duration::from_secs(20), async || {
+        post(&client, &server, "after the token file changed")
+            .await
+            .status()
+            == 201
+            && seen.lock().unwrap().iter().any(|(_, form)| {
+                form.get("client_assertion").map(String::as_str) == Some("federated-assertion-2")
+            })
+    })
+    .await;
+    assert!(renewed, "{:?}", seen.lock().unwrap().len());
+    let output = server.output.lock().unwrap().join("\n");
+    assert!(
+        !output.contains("federated-assertion") && !output.contains(PASSWORD),
+        "a credential was logged: {output}"
+    );
+}
+
+#[test]
+fn a_token_exchange_that_entra_id_refuses_stops_the_start_with_its_reason() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (authority, _) = runtime.block_on(entra_token_endpoint("unused", 401, 3600));
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "federated-assertion-refused").unwrap();
+    let url = format!(
+        "postgres://{PASSWORD_USER}@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster.port
+    );
+    let mut env = workload_identity_env(&url, &authority, token_file.to_str().unwrap());
+    env.push(("BIND_ADDR", "127.0.0.1:0"));
+    let (code, stdout, stderr) = run_binary(&[], &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot get a workload identity token: the endpoint answered 401")
+            && stderr.contains("AADSTS700213"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("federated-assertion") && !stdout.contains("federated-assertion"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn workload_identity_sign_in_names_the_missing_setting_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "jwt").unwrap();
+    let file = token_file.to_str().unwrap();
+    let base = [
+        ("DATABASE_URL", "postgres://app@db/items"),
+        ("DATABASE_AUTH", "azure-workload-identity"),
+    ];
+    for (given, missing) in [
+        (
+            vec![
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ],
+            "AZURE_CLIENT_ID",
+        ),
+        (
+            vec![
+                ("AZURE_CLIENT_ID", "c"),
+                ("AZURE_FEDERATED_TOKEN_FILE", file),
+            ],
+            "AZURE_TENANT_ID",
+        ),
+        (
+            vec![("AZURE_CLIENT_ID", "c"), ("AZURE_TENANT_ID", "t")],
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ),
+    ] {
+        let env: Vec<_> = base.iter().copied().chain(given).collect();
+        let (code, _, stderr) = run_binary(&[], &env);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(&format!("needs {missing},")), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+}

@@ -215,14 +215,9 @@ fn with_a_drain_period_readiness_fails_at_once_while_requests_are_still_served()
     let mut server =
         BinaryServer::start(&dir.path().join("app.db"), &[("SHUTDOWN_DRAIN_SECS", "2")]);
     let client = reqwest::blocking::Client::new();
-    assert_eq!(
-        client
-            .get(server.url("/api/health"))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    let before = client.get(server.url("/api/health")).send().unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(before.headers().get("connection").is_none());
 
     let asked = Instant::now();
     server.signal("TERM");
@@ -247,6 +242,11 @@ fn with_a_drain_period_readiness_fails_at_once_while_requests_are_still_served()
         created.status(),
         201,
         "requests are served during the drain"
+    );
+    assert_eq!(
+        created.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a kept-alive connection is handed back during the drain"
     );
 
     assert_eq!(server.wait(Duration::from_secs(15)), 0);

@@ -24,7 +24,7 @@ use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::azure::ManagedIdentity;
+use super::azure::{EntraIdentity, ManagedIdentity, WorkloadIdentity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -70,6 +70,9 @@ pub enum Credentials {
     File(PathBuf),
     /// `DATABASE_AUTH=azure-managed-identity`: an Entra ID token as the password.
     ManagedIdentity(ManagedIdentity),
+    /// `DATABASE_AUTH=azure-workload-identity`: an Entra ID token, for the pod's federated
+    /// service account token, as the password.
+    WorkloadIdentity(WorkloadIdentity),
 }
 
 /// Where each new connection's password comes from.
@@ -83,7 +86,7 @@ enum Password {
         path: PathBuf,
         last: Arc<Mutex<String>>,
     },
-    Token(ManagedIdentity),
+    Token(EntraIdentity),
 }
 
 /// A Postgres server and database to connect to, checked when parsed.
@@ -174,7 +177,12 @@ impl Target {
                     last: Arc::new(Mutex::new(password)),
                 }
             }
-            (None, Credentials::ManagedIdentity(identity)) => Password::Token(identity.clone()),
+            (None, Credentials::ManagedIdentity(identity)) => {
+                Password::Token(EntraIdentity::Managed(identity.clone()))
+            }
+            (None, Credentials::WorkloadIdentity(identity)) => {
+                Password::Token(EntraIdentity::Workload(identity.clone()))
+            }
             _ => Password::InUrl,
         };
         Ok(Self {
