@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod host;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -42,7 +43,7 @@ pub struct RouterOptions {
 }
 
 /// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
-/// request id (echo) → `nosniff` → JSON errors → timeout → panic → 500 → routes.
+/// request id (echo) → `nosniff` → `Host` check → JSON errors → timeout → panic → 500 → routes.
 pub fn app(state: AppState, options: RouterOptions) -> Router {
     let (api, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
@@ -65,6 +66,7 @@ pub fn app(state: AppState, options: RouterOptions) -> Router {
                     X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 ))
+                .layer(host::RequireHostLayer)
                 .map_response(json_errors)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
