@@ -281,8 +281,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(8192..=1_048_576), global = true)]
     pub max_header_bytes: u64,
 
-    /// A keep-alive connection with no request and no traffic for this many seconds is closed.
-    /// Keep it above the keep-alive time of a proxy in front (the web tier's is 30 s).
+    /// A keep-alive connection with no request running, no response being written and no
+    /// traffic for this many seconds is closed. Keep it above the keep-alive time of a proxy in
+    /// front (the web tier's is 30 s).
     #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 75,
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub keepalive_timeout_secs: u64,
@@ -302,7 +303,8 @@ pub struct Config {
 
     /// Change streams (`/api/items/events`) served at once; one more is answered 503. Each holds
     /// a connection for as long as its page is open. Unset: half of MAX_CONNECTIONS as lowered
-    /// to the open-file limit; a value not below that limit is lowered to it, with a warning.
+    /// to the open-file limit; a value not below that limit is lowered to half of it, with a
+    /// warning.
     #[arg(long, env = "MAX_EVENT_STREAMS",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub max_event_streams: Option<u64>,
