@@ -290,16 +290,30 @@ pub struct Config {
     pub db_read_connections: u64,
 
     /// Once the first byte of a request has arrived, its head (request line and headers) must be
-    /// complete within this many seconds, or the connection is closed.
+    /// complete within this many seconds, however slowly it arrives, or the connection is closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
     pub header_read_timeout_secs: u64,
 
-    /// A keep-alive connection with no request and no traffic for this many seconds is closed.
-    /// Keep it above the keep-alive time of a proxy in front (the web tier's is 30 s).
+    /// Longest request head (request line and headers) in bytes; longer gets 431. Also what a
+    /// connection buffers of a head still arriving, and of a response the client is slow to take.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 32_768,
+          value_parser = clap::value_parser!(u64).range(8192..=1_048_576), global = true)]
+    pub max_header_bytes: u64,
+
+    /// A keep-alive connection with no request running, no response being written and no
+    /// traffic for this many seconds is closed. Keep it above the keep-alive time of a proxy in
+    /// front (the web tier's is 30 s).
     #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 75,
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub keepalive_timeout_secs: u64,
+
+    /// A response (a change stream, a long list) whose client takes no byte for this many
+    /// seconds while more is waiting is cut; so is a connection whose peer acknowledges nothing
+    /// sent for as long.
+    #[arg(long, env = "SEND_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub send_timeout_secs: u64,
 
     /// Connections served at once; one more is answered 503 and closed. Lowered, with a warning,
     /// to stay below the process's open-file limit.
@@ -308,7 +322,9 @@ pub struct Config {
     pub max_connections: u64,
 
     /// Change streams (`/api/items/events`) served at once; one more is answered 503. Each holds
-    /// a connection for as long as its page is open. Unset: half of MAX_CONNECTIONS.
+    /// a connection for as long as its page is open. Unset: half of MAX_CONNECTIONS as lowered
+    /// to the open-file limit; a value not below that limit is lowered to half of it, with a
+    /// warning.
     #[arg(long, env = "MAX_EVENT_STREAMS",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub max_event_streams: Option<u64>,
@@ -598,16 +614,26 @@ impl Config {
         Duration::from_secs(self.keepalive_timeout_secs)
     }
 
-    /// As configured; the process's open-file limit is applied when serving starts.
+    /// As configured; `Application::build` lowers it to the process's open-file limit.
     pub fn max_connections(&self) -> usize {
         usize::try_from(self.max_connections).unwrap_or(usize::MAX)
     }
 
-    pub fn max_event_streams(&self) -> usize {
-        let streams = self
-            .max_event_streams
-            .unwrap_or((self.max_connections / 2).max(1));
-        usize::try_from(streams).unwrap_or(usize::MAX)
+    /// Change streams served at once, given the connection limit in force: as set when that is
+    /// below the limit, else half of it, so requests and health checks always find a connection.
+    pub fn max_event_streams(&self, connections: usize) -> usize {
+        match self.max_event_streams.map(usize::try_from) {
+            Some(Ok(streams)) if streams < connections => streams,
+            _ => connections / 2,
+        }
+    }
+
+    pub fn max_header_bytes(&self) -> usize {
+        usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.send_timeout_secs)
     }
 
     pub fn event_heartbeat(&self) -> Duration {
@@ -711,6 +737,31 @@ mod tests {
     }
 
     #[test]
+    fn event_streams_leave_room_in_the_connection_limit_in_force() {
+        let default = parse(&[]).unwrap().config;
+        assert_eq!(default.max_event_streams(10_000), 5000);
+        assert_eq!(
+            default.max_event_streams(896),
+            448,
+            "lowered with the connections"
+        );
+        let set = parse(&["--max-event-streams", "1000"]).unwrap().config;
+        assert_eq!(set.max_event_streams(10_000), 1000);
+        assert_eq!(set.max_event_streams(1001), 1000);
+        assert_eq!(
+            set.max_event_streams(1000),
+            500,
+            "not at the limit: half of it"
+        );
+        assert_eq!(set.max_event_streams(896), 448);
+        assert_eq!(
+            set.max_event_streams(1),
+            0,
+            "the one connection is for requests"
+        );
+    }
+
+    #[test]
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
@@ -746,6 +797,8 @@ mod tests {
             &["--sqlite-journal-mode", "memory"],
             &["--log-filter", "info,=="],
             &["--static-dir", "/definitely/not/here"],
+            &["--max-header-bytes", "8191"],
+            &["--send-timeout-secs", "0"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }

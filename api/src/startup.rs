@@ -74,11 +74,31 @@ impl Application {
             timeout: config.body_timeout(),
             max_text_chars: config.max_text_chars(),
         };
+        let limits = server::Limits {
+            header_read_timeout: config.header_read_timeout(),
+            keepalive_timeout: config.keepalive_timeout(),
+            send_timeout: config.send_timeout(),
+            max_connections: config.max_connections(),
+            max_header_bytes: config.max_header_bytes(),
+        }
+        .within_open_file_limit();
+        let max_event_streams = config.max_event_streams(limits.max_connections);
+        if let Some(configured) = config.max_event_streams
+            && usize::try_from(configured).ok() != Some(max_event_streams)
+        {
+            tracing::warn!(
+                max_event_streams = configured,
+                max_connections = limits.max_connections,
+                using = max_event_streams,
+                "MAX_EVENT_STREAMS is not below the connection limit in force (lowered to fit \
+                 the open-file limit); streams get half of it, so requests keep the rest"
+            );
+        }
         // Cancelled when serving stops: ends the event streams, which would otherwise keep
         // their connections open through the whole grace period.
         let stopping = CancellationToken::new();
         let event_streams = EventStreams::new(
-            config.max_event_streams(),
+            max_event_streams,
             config.event_heartbeat(),
             stopping.clone(),
         );
@@ -98,11 +118,7 @@ impl Application {
             router: app(state, options),
             store,
             info,
-            limits: server::Limits {
-                header_read_timeout: config.header_read_timeout(),
-                keepalive_timeout: config.keepalive_timeout(),
-                max_connections: config.max_connections(),
-            },
+            limits,
             shutdown_drain: config.shutdown_drain(),
             shutdown_timeout: config.shutdown_timeout(),
             stopping,
@@ -140,9 +156,9 @@ impl Application {
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "listening");
-        let limits = self.limits.within_open_file_limit();
         let grace = self.shutdown_timeout;
-        let finished = server::serve(self.listener, self.router, limits, stopping, grace).await;
+        let finished =
+            server::serve(self.listener, self.router, self.limits, stopping, grace).await;
         if !finished {
             tracing::warn!(
                 grace_seconds = grace.as_secs(),

@@ -1,6 +1,7 @@
 """Thousands of connections held open by clients that never finish (idle keep-alive ones, and
 slowloris ones sending half a request head): the API keeps answering, and the connection limit
-refuses the excess cleanly."""
+refuses the excess cleanly. And a thousand connections that each sent as much of a head as
+MAX_HEADER_BYTES allows, then stalled: what they cost in memory."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from support.processes import ApiProcess, Database, peak_rss_mb
 
 IDLE = 5000
 SLOWLORIS = 2000
+STALLED_HEADS = 1000
+# MAX_HEADER_BYTES's default; a head that reaches it is answered 431.
+HEAD_LIMIT = 32768
+# Half the API container's memory limit (256 MB in compose.yaml).
+MEMORY_BOUND_MB = 128
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +73,58 @@ def test_probes_stay_fast_while_thousands_of_connections_are_held(held):
 def test_a_connection_over_the_limit_is_refused_with_a_json_503(held):
     assert held["refusal"].startswith(b"HTTP/1.1 503") and held["refusal"].endswith(
         b'{"detail":"Too many open connections"}')
+
+
+def is_open(connection: socket.socket) -> bool:
+    """Whether the server has neither closed the connection nor answered on it."""
+    connection.setblocking(False)
+    try:
+        return connection.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stalled_heads(release_binary, scratch, artifacts, figure):
+    # A long header timeout, so every head is still held when the memory is read.
+    api = ApiProcess(release_binary, free_port(), Database("sqlite", {"DB_PATH": str(scratch / "heads.db")}),
+                     artifacts / "logs" / "stalled-heads-api.log", RUST_LOG="warn",
+                     HEADER_READ_TIMEOUT_SECS="120")
+    api.start()
+    start = b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Filler: "
+    head = start + b"a" * (HEAD_LIMIT - 1 - len(start))
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(STALLED_HEADS):
+            connection = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+            connection.sendall(head)
+            sockets.append(connection)
+        time.sleep(2)
+        rss = peak_rss_mb(api.process.pid)
+        figure(f"{STALLED_HEADS} connections each stalled after a {len(head)}-byte head: API peak RSS MB",
+               f"{rss:.1f}")
+        held = sum(is_open(connection) for connection in sockets)
+        over = socket.create_connection(("127.0.0.1", api.port), timeout=10)
+        over.sendall(head + b"a\r\n\r\n")
+        over.settimeout(5)
+        over_answer = over.recv(512)
+        over.close()
+        health = http.request(api.url + "/api/healthz", timeout=5).status
+        return {"rss": rss, "held": held, "over": over_answer, "health": health}
+    finally:
+        for connection in sockets:
+            connection.close()
+        api.stop()
+
+
+def test_a_thousand_heads_stalled_at_the_size_limit_fit_well_within_the_containers_memory(stalled_heads):
+    # Every one was still held when the memory was read, or the figure would say too little.
+    assert stalled_heads["held"] == STALLED_HEADS
+    assert stalled_heads["rss"] < MEMORY_BOUND_MB
+    assert stalled_heads["health"] == 200
+
+
+def test_a_head_over_the_size_limit_is_answered_431(stalled_heads):
+    assert stalled_heads["over"].startswith(b"HTTP/1.1 431")

@@ -102,6 +102,9 @@ pub enum AppError {
     KeyInFlight,
     #[error("This Idempotency-Key was used for another item text; use a new key for a new item")]
     KeyReused,
+    /// Every change stream slot (`MAX_EVENT_STREAMS`) is taken.
+    #[error("Too many open event streams")]
+    TooManyStreams { max: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -120,6 +123,7 @@ impl AppError {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyStreams { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::OutOfSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,6 +178,24 @@ impl IntoResponse for AppError {
                 // another request, and saying so lets the client stop sending.
                 let mut response = detail_response(status, &self.to_string());
                 response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                response
+            }
+            Self::TooManyStreams { max } => {
+                let mut response = detail_response(status, &self.to_string());
+                response.extensions_mut().insert(ErrorCause(format!(
+                    "all {max} event streams are in use (MAX_EVENT_STREAMS)"
+                )));
+                let headers = response.headers_mut();
+                // A slot frees only when an open page goes away: not worth asking again at once.
+                headers.insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("10"),
+                );
+                // Pages do not reuse a refused stream's connection; it should not hold a slot.
+                headers.insert(
                     axum::http::header::CONNECTION,
                     axum::http::HeaderValue::from_static("close"),
                 );
@@ -262,6 +284,20 @@ mod tests {
         assert_eq!(
             body_of(response).await,
             serde_json::json!({"detail": "Service Unavailable"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_stream_table_is_a_503_that_says_so_and_logs_no_database_problem() {
+        let response = AppError::TooManyStreams { max: 7 }.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "10");
+        assert_eq!(response.headers()["connection"], "close");
+        let cause = response.extensions().get::<ErrorCause>().unwrap().0.clone();
+        assert_eq!(cause, "all 7 event streams are in use (MAX_EVENT_STREAMS)");
+        assert_eq!(
+            body_of(response).await,
+            serde_json::json!({"detail": "Too many open event streams"})
         );
     }
 

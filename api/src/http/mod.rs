@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod host;
 pub mod openapi;
 pub mod routes;
 pub mod server;
@@ -45,8 +46,8 @@ pub struct RouterOptions {
 }
 
 /// The whole HTTP service. Layers, outermost first: request id (check, set) → access log →
-/// request id (echo) → `nosniff` → `Connection: close` while stopping → JSON errors → timeout →
-/// panic → 500 → routes.
+/// request id (echo) → `nosniff` → `Connection: close` while stopping → `Host` check → JSON
+/// errors → timeout → panic → 500 → routes.
 pub fn app(state: AppState, options: RouterOptions) -> Router {
     let (api, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::router())
@@ -71,6 +72,7 @@ pub fn app(state: AppState, options: RouterOptions) -> Router {
                     HeaderValue::from_static("nosniff"),
                 ))
                 .map_response(move |response| close_when_stopping(&info, response))
+                .layer(host::RequireHostLayer)
                 .map_response(json_errors)
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,

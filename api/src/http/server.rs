@@ -2,24 +2,31 @@
 //! needs, which `axum::serve` does not offer.
 //!
 //! - **Request heads:** once the first byte of a request has arrived, its head must be complete
-//!   within `HEADER_READ_TIMEOUT_SECS`, or the connection is closed (slowloris).
-//! - **Idle keep-alive:** a connection with no request running and no bytes either way for
-//!   `KEEPALIVE_TIMEOUT_SECS` is closed. It is longer than the web tier keeps its pooled
-//!   connections to us, so that tier never reuses a connection we are just closing.
+//!   within `HEADER_READ_TIMEOUT_SECS`, however slowly the rest trickles in, and may be at most
+//!   `MAX_HEADER_BYTES` long (431 past it), which bounds what a half-sent head holds.
+//! - **Idle keep-alive:** a connection with no request running, no response being written and
+//!   no bytes either way for `KEEPALIVE_TIMEOUT_SECS` is closed. It is longer than the web tier
+//!   keeps its pooled connections to us, so that tier never reuses a connection we are closing.
+//! - **Stalled readers:** a response (an event stream, a long list) whose client has taken no
+//!   byte for `SEND_TIMEOUT_SECS` while more waits is cut, and the kernel drops a peer that
+//!   acknowledges nothing for as long (`TCP_USER_TIMEOUT`).
 //! - **Connections:** at most `MAX_CONNECTIONS` at once (kept below the open-file limit); one
 //!   more is answered 503 and closed at once, so `accept` never wedges on a full table.
 //! - **Stopping:** connections with no request running (idle, or a head half sent) are closed
 //!   at once; the others finish their response (graceful shutdown) within the grace period.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,12 +35,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-/// Connection limits (`HEADER_READ_TIMEOUT_SECS`, `KEEPALIVE_TIMEOUT_SECS`, `MAX_CONNECTIONS`).
+/// Connection limits (`HEADER_READ_TIMEOUT_SECS`, `KEEPALIVE_TIMEOUT_SECS`, `SEND_TIMEOUT_SECS`,
+/// `MAX_CONNECTIONS`, `MAX_HEADER_BYTES`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
+    pub send_timeout: Duration,
     pub max_connections: usize,
+    /// At least hyper's floor for its buffers (8192), which the setting's range ensures.
+    pub max_header_bytes: usize,
 }
 
 /// File descriptors kept free for the database, logs and the like.
@@ -96,6 +107,7 @@ pub async fn serve(
             connections.spawn(refuse(tcp, peer));
             continue;
         };
+        drop_unacknowledging_peers(&tcp, limits.send_timeout);
         let (router, stopping) = (router.clone(), stopping.clone());
         connections.spawn(async move {
             serve_connection(tcp, router, limits, stopping).await;
@@ -108,6 +120,17 @@ pub async fn serve(
         .await
         .is_ok()
 }
+
+/// A peer that takes none of what was sent for this long (gone, or its window shut) is dropped
+/// by the kernel, even when what waits is too little for a write of ours to block on.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn drop_unacknowledging_peers(tcp: &TcpStream, after: Duration) {
+    let millis = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
+    let _ = rustix::net::sockopt::set_tcp_user_timeout(tcp, millis);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn drop_unacknowledging_peers(_tcp: &TcpStream, _after: Duration) {}
 
 async fn refuse(mut tcp: TcpStream, peer: SocketAddr) {
     tracing::warn!(%peer, "connection refused: MAX_CONNECTIONS reached");
@@ -131,54 +154,88 @@ async fn serve_connection(
     });
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let request = request.map(Body::new);
-        let requests = Arc::clone(&requests);
+        let activity = Arc::clone(&requests);
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
+        activity.request_started(has_body);
+        let request = if has_body {
+            let watcher = Arc::clone(&activity);
+            request.map(|body| Body::new(RequestBody::new(body, watcher)))
+        } else {
+            request.map(Body::new)
+        };
         let router = router.clone();
-        requests.request_started();
         async move {
             let response = router.oneshot(request).await;
-            requests.request_answered();
-            response
+            response.map(|response| response.map(|body| ResponseBody::new(body, activity)))
         }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes)
+        .max_header_size(limits.max_header_bytes)
         .serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
+    let mut stop = std::pin::pin!(stopping.cancelled());
+    let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed: Option<Instant> = None;
     let mut stop_requested = false;
-    loop {
-        let deadline = activity.deadline(&limits);
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            () = tokio::time::sleep_until(deadline.into()) => {
-                if activity.expired(&limits) {
-                    // Dropping the connection closes it.
-                    return;
-                }
+    // Every change to `activity` happens while the connection is polled (its reads and writes,
+    // the service and the bodies all run inside it), so the timer is set right after each poll:
+    // a head that starts or a write that blocks is timed from that moment.
+    std::future::poll_fn(|cx| {
+        loop {
+            if connection.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
             }
-            () = stopping.cancelled(), if !stop_requested => {
-                // A request head still arriving is not waited for. Everything else hyper settles:
-                // an idle connection closes at once, and a response still being written (an
-                // event stream, a streamed list) is finished first.
+            if !stop_requested && stop.as_mut().poll(cx).is_ready() {
+                // A request head still arriving is not waited for. Everything else hyper
+                // settles: an idle connection closes at once, and a response still being
+                // written (an event stream, a streamed list) is finished first.
                 if activity.in_flight() == 0 && activity.head_in_progress() {
-                    return;
+                    return Poll::Ready(());
                 }
                 stop_requested = true;
                 connection.as_mut().graceful_shutdown();
+                continue;
             }
+            // Only an earlier deadline re-arms the timer; a later one is found when it fires.
+            if let Some(deadline) = activity.deadline(&limits)
+                && armed.is_none_or(|at| deadline < at)
+            {
+                timer.as_mut().reset(deadline.into());
+                armed = Some(deadline);
+            }
+            if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                armed = None;
+                if activity.expired(&limits) {
+                    // Dropping the connection closes it.
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            return Poll::Pending;
         }
-    }
+    })
+    .await;
 }
 
 /// What a connection has been doing, for its timers. Times are milliseconds since `started`.
+/// HTTP/1.1 runs one request at a time, so "the request" below is the current one.
 struct Activity {
     started: Instant,
     /// Last byte read or written.
     last: AtomicU64,
     /// When the first byte of a request head arrived that has not become a request yet.
     head_since: AtomicU64,
-    /// Requests handed to the service and not answered yet.
+    /// Requests handed to the service whose response has not been written to the end.
     in_flight: AtomicUsize,
+    /// Whether the request's body has been read to its end (or it had none): bytes read after
+    /// that, while the response is still being written, belong to the next request's head.
+    body_done: AtomicBool,
+    /// Whether such bytes came; the head timer starts when the response is done.
+    early_head: AtomicBool,
+    /// Since when a write has found the socket full, with nothing taken since.
+    blocked_since: AtomicU64,
 }
 
 const NONE: u64 = u64::MAX;
@@ -190,6 +247,9 @@ impl Activity {
             last: AtomicU64::new(0),
             head_since: AtomicU64::new(NONE),
             in_flight: AtomicUsize::new(0),
+            body_done: AtomicBool::new(true),
+            early_head: AtomicBool::new(false),
+            blocked_since: AtomicU64::new(NONE),
         }
     }
 
@@ -204,22 +264,46 @@ impl Activity {
             let _ =
                 self.head_since
                     .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed);
+        } else if self.body_done.load(Ordering::Relaxed) {
+            self.early_head.store(true, Ordering::Relaxed);
         }
     }
 
     fn bytes_written(&self) {
         self.last.store(self.now(), Ordering::Relaxed);
+        self.blocked_since.store(NONE, Ordering::Relaxed);
     }
 
-    fn request_started(&self) {
+    fn write_blocked(&self) {
+        let _ = self.blocked_since.compare_exchange(
+            NONE,
+            self.now(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn request_started(&self, has_body: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
+        self.early_head.store(false, Ordering::Relaxed);
+        self.body_done.store(!has_body, Ordering::Relaxed);
         self.last.store(self.now(), Ordering::Relaxed);
     }
 
-    fn request_answered(&self) {
+    fn request_body_done(&self) {
+        self.body_done.store(true, Ordering::Relaxed);
+    }
+
+    /// The response has been written to its end (or abandoned).
+    fn response_done(&self) {
+        let now = self.now();
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.last.store(self.now(), Ordering::Relaxed);
+        self.last.store(now, Ordering::Relaxed);
+        if self.early_head.swap(false, Ordering::Relaxed) {
+            // Timed from now: hyper parses what it holds of the next head only from here.
+            self.head_since.store(now, Ordering::Relaxed);
+        }
     }
 
     fn in_flight(&self) -> usize {
@@ -230,30 +314,37 @@ impl Activity {
         self.head_since.load(Ordering::Relaxed) != NONE
     }
 
-    /// When the next timer may run out (at the earliest).
-    fn deadline(&self, limits: &Limits) -> Instant {
+    /// The timers that run now, as (since, how long).
+    fn timers(&self, limits: &Limits) -> [Option<(u64, Duration)>; 3] {
         let head = self.head_since.load(Ordering::Relaxed);
-        let (from, timeout) = if head != NONE {
-            (head, limits.header_read_timeout)
-        } else if self.in_flight() > 0 {
-            // A request is running: look again later.
-            (self.now(), limits.keepalive_timeout)
-        } else {
-            (self.last.load(Ordering::Relaxed), limits.keepalive_timeout)
-        };
-        self.started + Duration::from_millis(from) + timeout + Duration::from_millis(5)
+        let blocked = self.blocked_since.load(Ordering::Relaxed);
+        let idle = head == NONE && self.in_flight() == 0;
+        [
+            (head != NONE).then_some((head, limits.header_read_timeout)),
+            (blocked != NONE).then_some((blocked, limits.send_timeout)),
+            idle.then(|| (self.last.load(Ordering::Relaxed), limits.keepalive_timeout)),
+        ]
     }
 
-    /// A request head took too long, or the connection sat idle too long.
+    /// When the first running timer runs out, if any runs.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        self.timers(limits)
+            .into_iter()
+            .flatten()
+            .map(|(since, timeout)| {
+                self.started + Duration::from_millis(since) + timeout + Duration::from_millis(5)
+            })
+            .min()
+    }
+
+    /// A request head took too long, a write has been blocked too long, or the connection sat
+    /// idle too long.
     fn expired(&self, limits: &Limits) -> bool {
         let now = self.now();
-        let head = self.head_since.load(Ordering::Relaxed);
-        if head != NONE {
-            return now.saturating_sub(head) > millis(limits.header_read_timeout);
-        }
-        self.in_flight() == 0
-            && now.saturating_sub(self.last.load(Ordering::Relaxed))
-                > millis(limits.keepalive_timeout)
+        self.timers(limits)
+            .into_iter()
+            .flatten()
+            .any(|(since, timeout)| now.saturating_sub(since) > millis(timeout))
     }
 }
 
@@ -261,20 +352,118 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(NONE)
 }
 
-/// A TCP stream that tells its `Activity` about every byte.
+/// A request body that tells its `Activity` when it has been read to the end.
+struct RequestBody {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl RequestBody {
+    fn new(inner: Incoming, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.activity.request_body_done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that tells its `Activity` when it has been written to the end, or dropped
+/// (hyper drops it once done; a closed connection drops it unfinished).
+struct ResponseBody {
+    inner: Body,
+    activity: Option<Arc<Activity>>,
+}
+
+impl ResponseBody {
+    fn new(inner: Body, activity: Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity: Some(activity),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(activity) = self.activity.take() {
+            activity.response_done();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TCP stream that tells its `Activity` about every byte, and about writes the socket refuses.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
 }
 
+impl Watched {
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(written)) if *written > 0 => self.activity.bytes_written(),
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => {}
+        }
+    }
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.bytes_read();
         }
@@ -284,26 +473,22 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, bytes);
-        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
-            self.activity.bytes_written();
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, bytes);
+        self.wrote(&polled);
         polled
     }
 
     fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buffers: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, buffers);
-        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
-            self.activity.bytes_written();
-        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, buffers);
+        self.wrote(&polled);
         polled
     }
 
@@ -311,18 +496,12 @@ impl AsyncWrite for Watched {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -334,7 +513,9 @@ mod tests {
         Limits {
             header_read_timeout: Duration::from_millis(100),
             keepalive_timeout: Duration::from_millis(300),
+            send_timeout: Duration::from_millis(200),
             max_connections: 10,
+            max_header_bytes: 8192,
         }
     }
 
@@ -352,18 +533,26 @@ mod tests {
         let activity = Activity::new();
         activity.bytes_read();
         assert!(!activity.expired(&limits()));
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(50));
+        activity.bytes_read();
+        let deadline = activity.deadline(&limits()).unwrap();
+        assert!(
+            deadline <= activity.started + Duration::from_millis(110),
+            "more bytes do not move the deadline"
+        );
+        std::thread::sleep(Duration::from_millis(100));
         assert!(activity.expired(&limits()));
     }
 
     #[test]
-    fn a_running_request_is_never_expired_and_idle_time_counts_from_its_answer() {
+    fn a_response_being_written_is_never_idle_and_idle_time_counts_from_its_end() {
         let activity = Activity::new();
         activity.bytes_read();
-        activity.request_started();
+        activity.request_started(false);
+        assert_eq!(activity.deadline(&limits()), None, "no timer runs");
         std::thread::sleep(Duration::from_millis(350));
-        assert!(!activity.expired(&limits()), "a request is running");
-        activity.request_answered();
+        assert!(!activity.expired(&limits()), "a response is being written");
+        activity.response_done();
         assert!(!activity.expired(&limits()));
         std::thread::sleep(Duration::from_millis(350));
         assert!(
@@ -375,8 +564,40 @@ mod tests {
     #[test]
     fn body_bytes_of_a_running_request_do_not_start_the_header_timer() {
         let activity = Activity::new();
-        activity.request_started();
+        activity.request_started(true);
         activity.bytes_read();
-        assert_eq!(activity.head_since.load(Ordering::Relaxed), NONE);
+        activity.response_done();
+        assert!(!activity.head_in_progress());
+    }
+
+    #[test]
+    fn bytes_after_the_body_start_the_next_heads_timer_when_the_response_ends() {
+        let activity = Activity::new();
+        activity.request_started(true);
+        activity.bytes_read();
+        activity.request_body_done();
+        activity.bytes_read();
+        assert!(!activity.head_in_progress(), "not while the response runs");
+        activity.response_done();
+        assert!(activity.head_in_progress());
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(activity.expired(&limits()));
+    }
+
+    #[test]
+    fn a_write_the_socket_refuses_for_the_send_timeout_expires_even_mid_response() {
+        let activity = Activity::new();
+        activity.request_started(false);
+        activity.write_blocked();
+        std::thread::sleep(Duration::from_millis(120));
+        activity.write_blocked();
+        assert!(!activity.expired(&limits()));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            activity.expired(&limits()),
+            "blocked since the first refusal"
+        );
+        activity.bytes_written();
+        assert!(!activity.expired(&limits()), "a byte taken resets it");
     }
 }

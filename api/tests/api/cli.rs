@@ -167,6 +167,8 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
         ("MAX_EVENT_STREAMS", "0"),
         ("MAX_EVENT_STREAMS", "10000"),
         ("EVENT_HEARTBEAT_SECS", "0"),
+        ("MAX_HEADER_BYTES", "4096"),
+        ("SEND_TIMEOUT_SECS", "0"),
     ];
     for (variable, value) in cases {
         let (code, stdout, stderr) =

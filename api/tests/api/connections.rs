@@ -33,9 +33,56 @@ async fn app_with_short_timeouts() -> TestApp {
     .await
 }
 
+/// The header timeout at 1 s and the keep-alive timeout far above it, so a head that is timed
+/// by the wrong one shows.
+async fn app_with_a_short_header_timeout() -> TestApp {
+    TestApp::spawn_with(|config| {
+        config.header_read_timeout_secs = 1;
+        config.keepalive_timeout_secs = 30;
+    })
+    .await
+}
+
+/// Closed, and within the header timeout (1 s) plus a second of its head's first byte.
+fn assert_closed_by_the_header_timeout(closed: bool, waited: Duration) {
+    assert!(closed, "the half-sent head was kept open for {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited <= Duration::from_secs(2),
+        "closed {waited:?} after the head's first byte, not within 1 to 2 s"
+    );
+}
+
+/// Reads one response whose body is `Content-Length` long, leaving the connection open.
+fn read_one_response(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut buffer).expect("a response arrives");
+        assert!(n > 0, "closed before a whole response: {text}");
+        received.extend_from_slice(&buffer[..n]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_that_stops_arriving_is_closed_after_the_header_timeout() {
-    let app = app_with_short_timeouts().await;
+    let app = app_with_a_short_header_timeout().await;
     let addr = app.addr;
     let (closed, waited) = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -48,11 +95,78 @@ async fn a_request_head_that_stops_arriving_is_closed_after_the_header_timeout()
     })
     .await
     .unwrap();
-    assert!(closed, "the half-sent head was kept open");
-    assert!(
-        waited >= Duration::from_millis(900),
-        "closed after {waited:?}, before the timeout"
-    );
+    assert_closed_by_the_header_timeout(closed, waited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_trickled_a_byte_at_a_time_is_closed_after_the_header_timeout() {
+    let app = app_with_a_short_header_timeout().await;
+    let addr = app.addr;
+    let (closed, waited) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let head = b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for byte in head.iter().chain(std::iter::repeat(&b'a')).take(200) {
+                if writer.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+        (closed, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_closed_by_the_header_timeout(closed, waited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_request_head_on_a_kept_alive_connection_is_closed_after_the_header_timeout() {
+    let app = app_with_a_short_header_timeout().await;
+    let addr = app.addr;
+    let (first, closed, waited) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /api/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let first = read_one_response(&mut stream);
+        std::thread::sleep(Duration::from_millis(300));
+        stream
+            .write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        let started = Instant::now();
+        let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+        (first, closed, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert_closed_by_the_header_timeout(closed, waited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_the_size_limit_gets_431_and_one_within_it_is_served() {
+    let app = TestApp::spawn().await;
+    let addr = app.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        // The default limit is 32 KiB; browsers and proxies send a few KiB at most.
+        [20_000, 40_000].map(|filler| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let head = format!(
+                "GET /api/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(filler)
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            read_until_closed(&mut stream, Duration::from_secs(5)).0
+        })
+    })
+    .await
+    .unwrap();
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.1 431"), "{}", answers[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,4 +263,83 @@ fn sigterm_does_not_wait_for_connections_with_no_request_running() {
         "stopping took {:?}: it waited on idle or half-sent connections",
         started.elapsed()
     );
+}
+
+/// Asks for the change stream on a connection of its own; returns the answer's head (and a
+/// refusal's body) and the connection, which a stream keeps.
+fn ask_for_a_stream(addr: std::net::SocketAddr) -> (String, TcpStream) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /api/items/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let answer = read_one_response(&mut stream);
+    (answer, stream)
+}
+
+#[test]
+fn under_a_low_open_file_limit_event_streams_still_leave_connections_for_requests() {
+    // 300 files leave 172 connections (128 stay free for the database, logs and the like): the
+    // stream limit follows that, whether it is the default or set higher.
+    for setting in [None, Some("1000")] {
+        let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &str)> = setting
+            .map(|n| ("MAX_EVENT_STREAMS", n))
+            .into_iter()
+            .collect();
+        let server =
+            BinaryServer::start_with_open_file_limit(300, &dir.path().join("app.db"), &env);
+        let (mut streams, mut refusals) = (Vec::new(), Vec::new());
+        for _ in 0..172 {
+            let (answer, connection) = ask_for_a_stream(server.addr);
+            if answer.starts_with("HTTP/1.1 200") {
+                streams.push(connection);
+            } else {
+                // Closed, as a browser's EventSource does after a refusal.
+                refusals.push(answer);
+            }
+        }
+        assert!(
+            !streams.is_empty() && !refusals.is_empty(),
+            "{setting:?}: {} streams open, {} refused",
+            streams.len(),
+            refusals.len()
+        );
+        let refusal = &refusals[0];
+        assert!(refusal.starts_with("HTTP/1.1 503"), "{refusal}");
+        assert!(refusal.contains("retry-after: 10"), "{refusal}");
+        assert!(
+            refusal.ends_with(r#"{"detail":"Too many open event streams"}"#),
+            "{refusal}"
+        );
+        for _ in 0..20 {
+            let mut probe = TcpStream::connect(server.addr).unwrap();
+            probe
+                .write_all(b"GET /api/healthz HTTP/1.0\r\n\r\n")
+                .unwrap();
+            let (answer, _) = read_until_closed(&mut probe, Duration::from_secs(5));
+            assert!(answer.starts_with("HTTP/1.0 200"), "{setting:?}: {answer}");
+        }
+        let mut post = TcpStream::connect(server.addr).unwrap();
+        post.write_all(
+            b"POST /api/items HTTP/1.0\r\nContent-Type: application/json\r\n\
+              Content-Length: 12\r\n\r\n{\"text\":\"a\"}",
+        )
+        .unwrap();
+        let (answer, _) = read_until_closed(&mut post, Duration::from_secs(5));
+        assert!(answer.starts_with("HTTP/1.0 201"), "{setting:?}: {answer}");
+        assert!(
+            !server.log_contains("the database is not available"),
+            "a full stream table is not a database problem"
+        );
+        assert!(
+            server.log_contains("event streams are in use"),
+            "refusals are logged as what they are"
+        );
+        if setting.is_some() {
+            assert!(
+                server.log_contains("MAX_EVENT_STREAMS is not below"),
+                "lowering the setting is logged"
+            );
+        }
+    }
 }

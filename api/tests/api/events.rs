@@ -24,7 +24,7 @@ struct Received {
 
 /// An open event stream, read a block at a time.
 struct Events {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    body: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
     pending: String,
     /// Comment lines seen (heartbeats).
     comments: usize,
@@ -33,8 +33,14 @@ struct Events {
 
 impl Events {
     async fn open(url: String, last_event_id: Option<&str>) -> Self {
+        Self::open_with_raw_id(url, last_event_id.map(str::as_bytes)).await
+    }
+
+    /// With a `Last-Event-ID` of any bytes, not only text.
+    async fn open_with_raw_id(url: String, last_event_id: Option<&[u8]>) -> Self {
         let mut request = reqwest::Client::new().get(url);
         if let Some(id) = last_event_id {
+            let id = reqwest::header::HeaderValue::from_bytes(id).expect("a header value");
             request = request.header("last-event-id", id);
         }
         let response = request.send().await.expect("the stream is answered");
@@ -48,7 +54,40 @@ impl Events {
         }
         Self {
             status,
-            body: response.bytes_stream().boxed(),
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(|error| error.to_string()))
+                .boxed(),
+            pending: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// Over a connection of its own whose receive buffer is small, read only when asked: a
+    /// reader that pauses soon fills it, and the server's writes then block.
+    async fn open_with_small_window(app: &TestApp, last_event_id: Option<&str>) -> Self {
+        use http_body_util::BodyDataStream;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(8 * 1024).unwrap();
+        let tcp = socket.connect(app.addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = hyper::Request::get("/api/items/events").header("host", "test");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        Self {
+            status: response.status().as_u16(),
+            body: BodyDataStream::new(response.into_body())
+                .map(|chunk| chunk.map_err(|error| error.to_string()))
+                .boxed(),
             pending: String::new(),
             comments: 0,
         }
@@ -221,6 +260,14 @@ async fn a_position_the_server_cannot_serve_starts_with_a_reset(#[case] backend:
         assert!(reset.data["reason"].is_string());
         assert!(reset.id.is_some());
     }
+    // Bytes that are not ASCII are no position either (they once counted as no id at all).
+    for resume in [&b"\xff\xfe"[..], format!("{feed}.1\u{e9}").as_bytes()] {
+        let url = app.url("/api/items/events");
+        let mut stream = Events::open_with_raw_id(url, Some(resume)).await;
+        let reset = stream.next().await;
+        assert_eq!(reset.name, "reset", "{resume:?}");
+        assert_eq!(reset.data["total"], 1, "{resume:?}");
+    }
     app.stop().await;
 }
 
@@ -247,16 +294,106 @@ async fn an_idle_stream_gets_heartbeats_and_outlives_the_request_timeout() {
 }
 
 #[tokio::test]
+async fn a_stream_quieter_than_the_keepalive_timeout_stays_open() {
+    // Heartbeats further apart than the keep-alive timeout: the stream is not idle, it is
+    // being answered.
+    let app = TestApp::spawn_with(|config| {
+        config.keepalive_timeout_secs = 1;
+        config.event_heartbeat_secs = 3;
+    })
+    .await;
+    let mut stream = stream_of(&app, None).await;
+    stream.next().await;
+    assert_eq!(stream.next_within(Duration::from_millis(3500)).await, None);
+    assert!(stream.comments >= 1, "a heartbeat came");
+    app.add("after a quiet spell").await;
+    assert_eq!(stream.next().await.name, "created");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_pauses_for_longer_than_the_keepalive_timeout_gets_every_event_whole() {
+    let app = TestApp::spawn_with(|config| config.keepalive_timeout_secs = 1).await;
+    let mut stream = Events::open_with_small_window(&app, None).await;
+    assert_eq!(stream.next().await.name, "ready");
+    // Far more than the socket buffers hold: the server's writes block while the reader
+    // pauses.
+    let text = "x".repeat(300_000);
+    let mut added = Vec::new();
+    for n in 0..30 {
+        added.push(app.add(&format!("{n} {text}")).await["id"].clone());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in added {
+        let created = stream
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("the stream goes on after the pause");
+        assert_eq!(created.name, "created");
+        assert_eq!(created.data["item"]["id"], id);
+        assert!(
+            created.data["item"]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with(&text)
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_stalled_past_the_send_timeout_is_cut_and_resumes_with_the_rest() {
+    let app = TestApp::spawn_with(|config| {
+        config.send_timeout_secs = 2;
+        config.keepalive_timeout_secs = 60;
+        config.max_event_streams = Some(1);
+    })
+    .await;
+    let mut stalled = Events::open_with_small_window(&app, None).await;
+    let ready = stalled.next().await;
+    let text = "x".repeat(300_000);
+    let mut added = Vec::new();
+    for n in 0..20 {
+        added.push(app.add(&format!("{n} {text}")).await["id"].clone());
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // What reached the reader before the cut: whole events, in order; an event cut short is
+    // never parsed, as in a browser.
+    let (mut seen, mut last_id) = (Vec::new(), ready.id);
+    while let Some(event) = stalled.next_within(Duration::from_secs(2)).await {
+        assert_eq!(event.name, "created");
+        seen.push(event.data["item"]["id"].clone());
+        last_id = event.id;
+    }
+    assert!(stalled.ends_within(Duration::from_secs(1)).await);
+    assert!(seen.len() < added.len(), "the stalled reader was cut");
+    assert_eq!(seen, added[..seen.len()]);
+    // The stalled stream's slot is free again, and resuming gives exactly the rest.
+    let mut resumed = stream_of(&app, last_id.as_deref()).await;
+    assert_eq!(resumed.status, 200, "the slot was freed");
+    for id in &added[seen.len()..] {
+        let created = resumed.next().await;
+        assert_eq!(
+            (created.name.as_str(), &created.data["item"]["id"]),
+            ("created", id)
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn streams_past_the_limit_get_a_json_503_and_a_slot_frees_when_one_closes() {
     let app = TestApp::spawn_with(|config| config.max_event_streams = Some(1)).await;
     let mut first = stream_of(&app, None).await;
     first.next().await;
     let refused = app.get("/api/items/events").await;
     assert_eq!(refused.status(), 503);
-    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["retry-after"], "10");
+    // A refused stream does not keep its connection either.
+    assert_eq!(refused.headers()["connection"], "close");
     assert_eq!(
         json_of(refused).await,
-        json!({"detail": "Service Unavailable"})
+        json!({"detail": "Too many open event streams"})
     );
     // Other requests go on meanwhile.
     assert_eq!(app.get("/api/items").await.status(), 200);

@@ -128,6 +128,7 @@ async fn call(path: &str, method: &str, body: &str) -> (u16, Value) {
     let request = Request::builder()
         .method(method)
         .uri(path)
+        .header("host", "test")
         .header("content-type", "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap();

@@ -264,8 +264,11 @@ pub struct BinaryServer {
 }
 
 pub fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_items-api"));
-    // A test must not depend on the developer's environment.
+    without_settings(Command::new(env!("CARGO_BIN_EXE_items-api")))
+}
+
+/// A test must not depend on the developer's environment.
+fn without_settings(mut command: Command) -> Command {
     for variable in setting_variables() {
         command.env_remove(variable);
     }
@@ -294,7 +297,25 @@ pub fn setting_variables() -> Vec<String> {
 
 impl BinaryServer {
     pub fn start(db_path: &Path, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = binary();
+        Self::start_command(binary(), db_path, extra_env)
+    }
+
+    /// The binary under an open-file limit of `files` (`ulimit -n`, set by a shell that then
+    /// becomes the binary).
+    pub fn start_with_open_file_limit(
+        files: u64,
+        db_path: &Path,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\""))
+            .arg(env!("CARGO_BIN_EXE_items-api"));
+        Self::start_command(without_settings(shell), db_path, extra_env)
+    }
+
+    fn start_command(mut command: Command, db_path: &Path, extra_env: &[(&str, &str)]) -> Self {
         command
             .env("BIND_ADDR", "127.0.0.1:0")
             .env("DB_PATH", db_path)

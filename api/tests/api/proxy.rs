@@ -108,3 +108,35 @@ async fn a_request_id_is_generated_when_absent() {
     assert_eq!(first.len(), 36, "a UUID: {first:?}");
     assert_ne!(first, second);
 }
+
+#[tokio::test]
+async fn http11_without_a_host_or_any_request_with_two_is_a_json_400() {
+    let app = TestApp::spawn().await;
+    for request in [
+        &b"GET /api/healthz HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET http://example.org/api/healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /api/healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        b"GET /api/healthz HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"POST /api/items HTTP/1.1\r\nConnection: close\r\nContent-Type: application/json\r\n\
+          Content-Length: 12\r\n\r\n{\"text\":\"a\"}",
+    ] {
+        let shown = String::from_utf8_lossy(request);
+        let response = raw_exchange(&app, request).await;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert_eq!(head.split(' ').nth(1), Some("400"), "{shown}: {response}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-request-id: "), "{head}");
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("Host")),
+            "{body}"
+        );
+    }
+    assert!(app.items().await.is_empty(), "nothing was stored");
+    // HTTP/1.0 had no Host header: a request without one is served.
+    let response = raw_exchange(&app, b"GET /api/healthz HTTP/1.0\r\n\r\n").await;
+    assert!(response.contains(" 200 "), "{response}");
+}

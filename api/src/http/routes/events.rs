@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use crate::http::error::AppError;
 use crate::http::state::AppState;
 use crate::store::changes::{Change, ChangeFeed, FeedEvent, Subscription};
-use crate::store::{Item, ItemStore, StoreError};
+use crate::store::{Item, ItemStore};
 
 /// How soon a browser reconnects after the stream ends (a restart, a deploy).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -87,13 +87,12 @@ async fn item_events(
     let streams = &state.event_streams;
     let slot = Arc::clone(&streams.slots)
         .try_acquire_owned()
-        .map_err(|_| {
-            StoreError::unavailable(format!("all {} event streams are in use", streams.max))
-        })?;
+        .map_err(|_| AppError::TooManyStreams { max: streams.max })?;
+    // Bytes that are not text are no position either: the feed answers them with `reset`.
     let resume = headers
         .get("last-event-id")
-        .and_then(|value| value.to_str().ok());
-    let subscription = state.store.changes().subscribe(resume);
+        .map(|value| String::from_utf8_lossy(value.as_bytes()));
+    let subscription = state.store.changes().subscribe(resume.as_deref());
     let events = events(Arc::clone(&state.store), subscription, slot)
         .take_until(streams.stopping.clone().cancelled_owned());
     let mut response = Sse::new(events)
