@@ -388,6 +388,7 @@ async fn send(router: &axum::Router, method: &str, body: Value) -> (u16, Option<
     let request = Request::builder()
         .method(method)
         .uri("/api/items")
+        .header("host", "test")
         .header("content-type", "application/json")
         .header("idempotency-key", "lost-answer")
         .body(Body::from(body.to_string()))
