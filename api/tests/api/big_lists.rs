@@ -50,6 +50,7 @@ async fn a_whole_sqlite_list_too_big_to_keep_is_streamed_complete() {
     app.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_whole_postgres_list_too_big_to_keep_is_streamed_complete() {
     let url = match fresh_database_url().await {

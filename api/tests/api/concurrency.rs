@@ -11,6 +11,7 @@ use crate::helpers::{Backend, TestApp, json_of};
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_posts_all_succeed_with_unique_ids(#[case] backend: Backend) {
@@ -63,6 +64,7 @@ fn assert_consistent(items: &[Value]) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_during_writes_always_see_a_consistent_list_including_acknowledged_items(

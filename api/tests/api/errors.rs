@@ -10,6 +10,7 @@ use crate::helpers::{
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_missing_text_field_is_a_422(#[case] backend: Backend) {
@@ -22,6 +23,7 @@ async fn a_missing_text_field_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_text_that_is_not_a_string_is_a_422(#[case] backend: Backend) {
@@ -43,6 +45,7 @@ async fn a_text_that_is_not_a_string_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn malformed_json_is_a_422(#[case] backend: Backend) {
@@ -65,6 +68,7 @@ async fn malformed_json_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn invalid_utf8_is_a_422(#[case] backend: Backend) {
@@ -80,6 +84,7 @@ async fn invalid_utf8_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn an_empty_body_is_a_422(#[case] backend: Backend) {
@@ -94,6 +99,7 @@ async fn an_empty_body_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_body_that_is_not_an_object_is_a_422(#[case] backend: Backend) {
@@ -108,6 +114,7 @@ async fn a_body_that_is_not_an_object_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_lone_surrogate_escape_is_refused_not_a_500(#[case] backend: Backend) {
@@ -131,6 +138,7 @@ async fn a_lone_surrogate_escape_is_refused_not_a_500(#[case] backend: Backend) 
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn json_without_a_content_type_is_accepted_like_fastapi(#[case] backend: Backend) {
@@ -143,6 +151,7 @@ async fn json_without_a_content_type_is_accepted_like_fastapi(#[case] backend: B
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn json_content_types_with_a_charset_are_accepted(#[case] backend: Backend) {
@@ -161,6 +170,7 @@ async fn json_content_types_with_a_charset_are_accepted(#[case] backend: Backend
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn other_content_types_are_a_422_not_a_500(#[case] backend: Backend) {
@@ -189,6 +199,7 @@ async fn other_content_types_are_a_422_not_a_500(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_json_413(#[case] backend: Backend) {
@@ -221,6 +232,7 @@ async fn a_body_over_the_limit_is_a_json_413(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored(#[case] backend: Backend) {
@@ -279,6 +291,7 @@ async fn a_body_that_stops_arriving_is_a_json_408_and_nothing_is_stored(#[case] 
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn the_default_limit_is_one_mebibyte(#[case] backend: Backend) {
@@ -299,6 +312,7 @@ async fn the_default_limit_is_one_mebibyte(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn an_unknown_route_is_a_json_404(#[case] backend: Backend) {
@@ -321,6 +335,7 @@ async fn an_unknown_route_is_a_json_404(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_wrong_method_is_a_json_405_with_an_allow_header(#[case] backend: Backend) {
@@ -356,6 +371,7 @@ async fn a_wrong_method_is_a_json_405_with_an_allow_header(#[case] backend: Back
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn none_of_the_bad_requests_stored_anything(#[case] backend: Backend) {
@@ -380,6 +396,7 @@ async fn none_of_the_bad_requests_stored_anything(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn every_error_response_carries_a_request_id(#[case] backend: Backend) {

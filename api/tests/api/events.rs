@@ -152,6 +152,7 @@ async fn stream_of(app: &TestApp, last_event_id: Option<&str>) -> Events {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend: Backend) {
@@ -203,6 +204,7 @@ async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_resumed_stream_gets_exactly_what_it_missed(#[case] backend: Backend) {
@@ -232,6 +234,7 @@ async fn a_resumed_stream_gets_exactly_what_it_missed(#[case] backend: Backend) 
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_position_the_server_cannot_serve_starts_with_a_reset(#[case] backend: Backend) {
@@ -438,6 +441,7 @@ async fn sigterm_ends_open_streams_at_once() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres_a_change_through_any_process_or_by_hand_reaches_every_process() {
     let Some(url) = database().await else { return };
@@ -492,6 +496,7 @@ async fn on_postgres_a_change_through_any_process_or_by_hand_reaches_every_proce
     second.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres_a_lost_listener_resets_its_streams_and_listens_again() {
     let Some(url) = database().await else { return };
@@ -529,6 +534,7 @@ async fn on_postgres_a_lost_listener_resets_its_streams_and_listens_again() {
     app.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_postgres_a_statement_too_big_to_announce_item_by_item_resets() {
     let Some(url) = database().await else { return };

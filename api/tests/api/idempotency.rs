@@ -37,6 +37,7 @@ fn replayed(response: &reqwest::Response) -> bool {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_retry_with_the_same_key_and_text_gets_the_first_item_and_stores_nothing_more(
@@ -74,6 +75,7 @@ async fn a_retry_with_the_same_key_and_text_gets_the_first_item_and_stores_nothi
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn the_same_key_with_another_text_is_refused_and_stores_nothing(#[case] backend: Backend) {
@@ -100,6 +102,7 @@ async fn the_same_key_with_another_text_is_refused_and_stores_nothing(#[case] ba
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_key_that_is_not_visible_ascii_or_too_long_is_a_400(#[case] backend: Backend) {
@@ -158,6 +161,7 @@ async fn a_key_whose_first_create_still_runs_is_a_409_and_the_first_is_stored_on
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_requests_with_one_key_store_one_item(#[case] backend: Backend) {
@@ -222,6 +226,7 @@ async fn keys_survive_a_restart_a_backup_and_restore() {
     restored.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn keys_move_with_the_items_to_postgres_and_back() {
     let Some(url) = crate::postgres_support::database().await else {
@@ -309,6 +314,7 @@ async fn a_key_past_its_retention_creates_a_new_item_and_old_keys_are_removed() 
     assert_eq!(left, 0);
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn on_postgres_a_key_past_its_retention_creates_a_new_item() {
     let served = match crate::postgres_support::fresh_app_role_url().await {

@@ -11,6 +11,7 @@ use crate::helpers::{
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn list_starts_as_an_empty_json_array(#[case] backend: Backend) {
@@ -25,6 +26,7 @@ async fn list_starts_as_an_empty_json_array(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn create_answers_201_with_the_stored_item_and_its_location(#[case] backend: Backend) {
@@ -46,6 +48,7 @@ async fn create_answers_201_with_the_stored_item_and_its_location(#[case] backen
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn create_trims_surrounding_whitespace_like_python_and_keeps_inner_whitespace(
@@ -62,6 +65,7 @@ async fn create_trims_surrounding_whitespace_like_python_and_keeps_inner_whitesp
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn create_rejects_blank_text_with_400_and_stores_nothing(#[case] backend: Backend) {
@@ -82,6 +86,7 @@ async fn create_rejects_blank_text_with_400_and_stores_nothing(#[case] backend: 
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn client_sent_id_created_at_and_unknown_fields_are_ignored(#[case] backend: Backend) {
@@ -99,6 +104,7 @@ async fn client_sent_id_created_at_and_unknown_fields_are_ignored(#[case] backen
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn unusual_text_is_stored_and_returned_byte_for_byte(#[case] backend: Backend) {
@@ -128,6 +134,7 @@ async fn unusual_text_is_stored_and_returned_byte_for_byte(#[case] backend: Back
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn list_is_newest_first(#[case] backend: Backend) {
@@ -148,6 +155,7 @@ async fn list_is_newest_first(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn get_returns_one_item_or_a_json_404(#[case] backend: Backend) {
@@ -167,6 +175,7 @@ async fn get_returns_one_item_or_a_json_404(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_non_integer_item_id_is_a_422(#[case] backend: Backend) {
@@ -186,6 +195,7 @@ async fn a_non_integer_item_id_is_a_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn delete_removes_the_item_once(#[case] backend: Backend) {
@@ -208,6 +218,7 @@ async fn delete_removes_the_item_once(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn ids_are_never_reused_after_a_delete(#[case] backend: Backend) {
@@ -226,6 +237,7 @@ async fn ids_are_never_reused_after_a_delete(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn keyset_pages_cover_the_list_without_gaps_or_repeats(#[case] backend: Backend) {
@@ -260,6 +272,7 @@ async fn keyset_pages_cover_the_list_without_gaps_or_repeats(#[case] backend: Ba
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn the_newest_page_reflects_each_write_at_once(#[case] backend: Backend) {
@@ -281,6 +294,7 @@ async fn the_newest_page_reflects_each_write_at_once(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn unknown_query_parameters_are_ignored(#[case] backend: Backend) {
@@ -297,6 +311,7 @@ async fn unknown_query_parameters_are_ignored(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn invalid_pagination_values_are_422(#[case] backend: Backend) {
@@ -320,6 +335,7 @@ async fn invalid_pagination_values_are_422(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn head_requests_get_headers_without_a_body(#[case] backend: Backend) {
@@ -333,6 +349,7 @@ async fn head_requests_get_headers_without_a_body(#[case] backend: Backend) {
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_list_worth_compressing_comes_gzipped_to_a_client_that_accepts_it(
@@ -379,6 +396,7 @@ async fn a_list_worth_compressing_comes_gzipped_to_a_client_that_accepts_it(
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_list_read_from_an_id_is_streamed_in_pages_and_matches_the_whole_list(
@@ -421,6 +439,7 @@ async fn get_if_none_match(app: &TestApp, path: &str, tags: &str) -> reqwest::Re
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn an_unchanged_list_answers_304_to_its_etag_and_every_change_gives_a_new_one(
@@ -461,6 +480,7 @@ async fn an_unchanged_list_answers_304_to_its_etag_and_every_change_gives_a_new_
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn the_etag_names_the_list_whichever_way_it_was_read_or_encoded(#[case] backend: Backend) {
@@ -519,6 +539,7 @@ async fn patch_json(app: &TestApp, path: &str, body: &Value) -> reqwest::Respons
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn an_edit_replaces_the_text_trimmed_and_keeps_the_id_and_creation_time(
@@ -551,6 +572,7 @@ async fn an_edit_replaces_the_text_trimmed_and_keeps_the_id_and_creation_time(
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn an_edit_is_refused_as_a_create_would_be_and_changes_nothing(#[case] backend: Backend) {
@@ -579,6 +601,7 @@ async fn an_edit_is_refused_as_a_create_would_be_and_changes_nothing(#[case] bac
 
 #[rstest]
 #[case::sqlite(Backend::Sqlite)]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
 async fn a_text_over_max_text_chars_is_a_422_string_too_long_on_create_and_edit(

@@ -65,6 +65,7 @@ async fn assert_refused(url: &str, statements: &[&str]) {
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn migrate_creates_the_serving_role_and_grants_it_dml_on_items_only() {
     let Some(url) = database().await else { return };
@@ -114,6 +115,7 @@ async fn migrate_creates_the_serving_role_and_grants_it_dml_on_items_only() {
     .await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn the_serving_role_can_write_only_because_the_bookkeeping_runs_as_its_owner() {
     let served = match fresh_app_role_url().await {
@@ -145,6 +147,7 @@ async fn the_serving_role_can_write_only_because_the_bookkeeping_runs_as_its_own
     app.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_does_not_migrate_answers_503_until_the_schema_is_migrated() {
     let Some(url) = database().await else { return };
@@ -179,6 +182,7 @@ async fn a_service_that_does_not_migrate_answers_503_until_the_schema_is_migrate
     app.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn an_entra_serving_role_is_created_through_azures_own_function() {
     let Some(url) = database().await else { return };
@@ -233,6 +237,7 @@ async fn an_entra_serving_role_is_created_through_azures_own_function() {
     assert!(rights.get::<_, bool>(0) && !rights.get::<_, bool>(1));
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn the_serving_role_must_be_a_role_of_its_own() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -254,6 +259,7 @@ fn the_serving_role_must_be_a_role_of_its_own() {
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() {
     let Some(url) = database().await else { return };

@@ -49,6 +49,7 @@ async fn ids_listed_by(client: &reqwest::Client, url: String) -> HashSet<i64> {
         .collect()
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn health_reports_the_backend_the_pool_and_an_item_estimate() {
     let Some(app) = TestApp::on(Backend::Postgres).await else {
@@ -80,6 +81,7 @@ async fn health_reports_the_backend_the_pool_and_an_item_estimate() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_on_one_database_read_each_others_writes_at_once() {
     let Some(url) = database().await else { return };
@@ -101,6 +103,7 @@ async fn two_processes_on_one_database_read_each_others_writes_at_once() {
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_posts_split_across_two_processes_get_unique_ids_listed_by_both() {
     let Some(url) = database().await else { return };
@@ -128,6 +131,7 @@ async fn two_hundred_posts_split_across_two_processes_get_unique_ids_listed_by_b
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_starting_together_migrate_the_schema_once() {
     let Some(url) = database().await else { return };
@@ -164,6 +168,7 @@ async fn processes_starting_together_migrate_the_schema_once() {
     assert_eq!(migrated, 1, "exactly one process applied the migration");
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_under_load_answers_503_then_recovers_without_losing_acknowledged_writes()
 {
@@ -260,6 +265,7 @@ async fn a_database_outage_under_load_answers_503_then_recovers_without_losing_a
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn the_service_starts_before_the_database_and_connects_when_it_comes_up() {
     let Some(cluster) = own_cluster() else { return };
@@ -308,6 +314,7 @@ async fn an_insert_waits_for_a_lock(locker: &tokio_postgres::Client) -> bool {
     !waiting.is_empty()
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_busy_pool_answers_503_with_retry_after_and_a_statement_past_its_time_is_cancelled() {
     let Some(url) = database().await else { return };
@@ -374,6 +381,7 @@ async fn a_busy_pool_answers_503_with_retry_after_and_a_statement_past_its_time_
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn the_contract_holds_through_pgbouncer_in_transaction_mode() {
     let Some(cluster) = shared_cluster() else {
@@ -538,6 +546,7 @@ async fn uses_tls(cluster: &Cluster, application_name: &str) -> bool {
     !rows.is_empty() && rows.iter().all(|row| row.get::<_, bool>(0))
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn sslmode_require_encrypts_against_a_self_signed_server() {
     let Some(cluster) = shared_cluster() else {
@@ -557,6 +566,7 @@ async fn sslmode_require_encrypts_against_a_self_signed_server() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn sslmode_verify_full_accepts_the_server_its_root_certificate_vouches_for() {
     let Some(cluster) = shared_cluster() else {
@@ -580,6 +590,7 @@ async fn sslmode_verify_full_accepts_the_server_its_root_certificate_vouches_for
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn sslmode_verify_full_refuses_a_server_no_trusted_root_vouches_for() {
     let Some(cluster) = shared_cluster() else {
@@ -599,6 +610,7 @@ fn sslmode_verify_full_refuses_a_server_no_trusted_root_vouches_for() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn verify_ca_checks_the_chain_but_not_the_host_name_and_verify_full_checks_both() {
     let Some(cluster) = shared_cluster() else {
@@ -650,6 +662,7 @@ async fn fresh_schema(cluster: &Cluster) -> String {
     schema
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn a_wrong_password_stops_the_start_with_a_clear_error_that_does_not_show_it() {
     let Some(cluster) = shared_cluster() else {
@@ -672,6 +685,7 @@ fn a_wrong_password_stops_the_start_with_a_clear_error_that_does_not_show_it() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn the_password_can_come_from_a_file() {
     let Some(cluster) = shared_cluster() else {
@@ -710,6 +724,7 @@ async fn the_password_can_come_from_a_file() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn a_missing_database_stops_the_start_with_a_clear_error() {
     let Some(cluster) = shared_cluster() else {
@@ -725,6 +740,7 @@ fn a_missing_database_stops_the_start_with_a_clear_error() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_schema_newer_than_the_build_is_refused() {
     let Some(url) = database().await else { return };
@@ -744,6 +760,7 @@ async fn a_schema_newer_than_the_build_is_refused() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delete_through_one_process_leaves_the_other_processes_list_at_once() {
     let Some(url) = database().await else { return };
@@ -774,6 +791,7 @@ async fn a_delete_through_one_process_leaves_the_other_processes_list_at_once() 
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_change_made_with_sql_by_hand_shows_in_the_next_list() {
     let Some(url) = database().await else { return };
@@ -859,6 +877,7 @@ fn managed_identity_env<'a>(url: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'
     ]
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_identity_token_is_the_password_of_each_new_connection() {
     let Some(cluster) = shared_cluster() else {
@@ -896,6 +915,7 @@ async fn a_managed_identity_token_is_the_password_of_each_new_connection() {
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn a_token_endpoint_that_fails_stops_the_start_with_its_reason() {
     let Some(cluster) = shared_cluster() else {
@@ -1004,6 +1024,7 @@ fn workload_identity_env<'a>(
     ]
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_identity_token_is_the_password_and_the_federated_token_is_read_for_each_exchange()
  {
@@ -1088,6 +1109,7 @@ async fn a_workload_identity_token_is_the_password_and_the_federated_token_is_re
     );
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[test]
 fn a_token_exchange_that_entra_id_refuses_stops_the_start_with_its_reason() {
     let Some(cluster) = shared_cluster() else {

@@ -27,6 +27,7 @@ fn seed_items() -> Value {
     ])
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_seed_written_file_moves_to_postgres_unchanged_and_ids_continue_past_it() {
     let Some(url) = postgres_url().await else {
@@ -47,6 +48,7 @@ async fn a_seed_written_file_moves_to_postgres_unchanged_and_ids_continue_past_i
     assert_eq!(app.add("after the move").await["id"], 4);
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn postgres_moves_back_to_a_sqlite_file_with_odd_texts_and_the_id_sequence() {
     let Some(url) = postgres_url().await else {
@@ -91,6 +93,7 @@ async fn postgres_moves_back_to_a_sqlite_file_with_odd_texts_and_the_id_sequence
     sqlite.stop().await;
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn a_target_that_holds_items_is_refused_and_left_as_it_was() {
     let Some(url) = postgres_url().await else {
@@ -196,6 +199,7 @@ fn sqlite_to_sqlite_copies_a_snapshot_while_the_service_keeps_writing() {
     }
 }
 
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
 #[tokio::test]
 async fn backup_from_postgres_writes_a_sqlite_file_and_restore_points_to_transfer() {
     let Some(url) = postgres_url().await else {
