@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::postgres::azure::{DEFAULT_AUTHORITY_HOST, ManagedIdentity, WorkloadIdentity};
-use crate::store::postgres::{Credentials, PoolOptions};
-use crate::store::sqlite::{JournalMode, SqliteOptions, Synchronous};
+use crate::store::settings::{
+    DEFAULT_AUTHORITY_HOST, JournalMode, PoolOptions, SignIn, SqliteOptions, Synchronous,
+};
 use crate::store::{Location, LocationError, StoreSettings};
 
 /// Build metadata, fixed at compile time; `BUILD_VERSION`/`BUILD_DATE`/`VCS_REF` in the
@@ -31,10 +31,13 @@ pub mod build {
 #[command(
     name = "items-api",
     version = build::VERSION,
-    about = "Items API: list and add short text items, stored in SQLite or Postgres.",
-    long_about = "Items API: list and add short text items, stored in SQLite or Postgres.\n\n\
-        Every option can also be set with the environment variable shown beside it; \
-        a flag wins over the variable. Without a command, the service starts."
+    about = "Items API: serve a list of short text items over HTTP (list, add, edit, delete, and \
+             a stream of every change), stored in SQLite or Postgres.",
+    long_about = "Items API: serve a list of short text items over HTTP (list, add, edit, delete, \
+        and a stream of every change), stored in SQLite or Postgres.\n\n\
+        Without a command, the service starts; the commands below run beside it. Every option \
+        can also be set with the environment variable shown beside it; a flag wins over the \
+        variable. `items-api COMMAND --help` shows a command's own options."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -130,29 +133,37 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address and port to listen on (IP:PORT). Port 0 picks a free port.
-    #[arg(
-        long,
-        env = "BIND_ADDR",
-        default_value = "127.0.0.1:8000",
-        global = true
-    )]
+    /// Address and port to listen on: IP:PORT, or HOST:PORT with a host name that resolves here
+    /// (`localhost:8080`). Port 0 picks a free port.
+    #[arg(help_heading = "Serving", long, env = "BIND_ADDR", default_value = "127.0.0.1:8000",
+          value_parser = parse_bind_addr)]
     pub bind_addr: SocketAddr,
 
     /// SQLite database file; its directory is created when missing.
-    #[arg(long, env = "DB_PATH", default_value = "./data/app.db", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "DB_PATH",
+        default_value = "./data/app.db",
+        global = true
+    )]
     pub db_path: PathBuf,
 
     /// The database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE&sslrootcert=FILE]`
     /// (libpq's URL form; sslmode disable, prefer, require, verify-ca or verify-full) or
     /// `sqlite://PATH`. Unset or empty: the SQLite file at DB_PATH.
-    #[arg(long, env = "DATABASE_URL", default_value = "", hide_default_value = true,
+    #[arg(help_heading = "Database", long, env = "DATABASE_URL", default_value = "", hide_default_value = true,
           hide_env_values = true, value_parser = parse_database_url, global = true)]
     pub database_url: DatabaseUrl,
 
     /// File holding the Postgres password, used when DATABASE_URL has none (the Docker and
     /// Compose secrets convention); read again for every new connection.
-    #[arg(long, env = "DATABASE_PASSWORD_FILE", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "DATABASE_PASSWORD_FILE",
+        global = true
+    )]
     pub database_password_file: Option<PathBuf>,
 
     /// Postgres: how to sign in when DATABASE_URL has no password. `password`: DATABASE_PASSWORD_FILE,
@@ -161,218 +172,241 @@ pub struct Config {
     /// identity), for Azure Database for PostgreSQL. `azure-workload-identity`: an Entra ID token
     /// for the pod's service account token on AKS (AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID,
     /// AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, which the workload identity webhook sets).
-    #[arg(long, env = "DATABASE_AUTH", value_enum, ignore_case = true, default_value_t = DatabaseAuth::Password,
+    #[arg(help_heading = "Database", long, env = "DATABASE_AUTH", value_enum, ignore_case = true, default_value_t = DatabaseAuth::Password,
           global = true)]
     pub database_auth: DatabaseAuth,
 
     /// The managed identity endpoint (set by Azure Container Apps; used with
     /// DATABASE_AUTH=azure-managed-identity).
-    #[arg(long, env = "IDENTITY_ENDPOINT", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "IDENTITY_ENDPOINT",
+        global = true
+    )]
     pub identity_endpoint: Option<String>,
 
     /// The secret for IDENTITY_ENDPOINT (set by Azure Container Apps; never shown).
-    #[arg(long, env = "IDENTITY_HEADER", hide_env_values = true, global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "IDENTITY_HEADER",
+        hide_env_values = true,
+        global = true
+    )]
     pub identity_header: Option<String>,
 
     /// Client id of the user-assigned managed identity to sign in as; unset: the system-assigned
     /// identity.
-    #[arg(long, env = "AZURE_CLIENT_ID", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "AZURE_CLIENT_ID",
+        global = true
+    )]
     pub azure_client_id: Option<String>,
 
     /// Entra ID tenant of the identity, for DATABASE_AUTH=azure-workload-identity (set by the AKS
     /// workload identity webhook).
-    #[arg(long, env = "AZURE_TENANT_ID", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "AZURE_TENANT_ID",
+        global = true
+    )]
     pub azure_tenant_id: Option<String>,
 
     /// File holding the pod's federated service account token, read again for every token
     /// exchange, for DATABASE_AUTH=azure-workload-identity (set by the AKS workload identity
     /// webhook; never shown).
-    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE", global = true)]
+    #[arg(
+        help_heading = "Database",
+        long,
+        env = "AZURE_FEDERATED_TOKEN_FILE",
+        global = true
+    )]
     pub azure_federated_token_file: Option<PathBuf>,
 
     /// Entra ID endpoint that exchanges the federated token, for
     /// DATABASE_AUTH=azure-workload-identity (set by the AKS workload identity webhook).
-    #[arg(long, env = "AZURE_AUTHORITY_HOST", default_value = DEFAULT_AUTHORITY_HOST, global = true)]
+    #[arg(help_heading = "Database", long, env = "AZURE_AUTHORITY_HOST", default_value = DEFAULT_AUTHORITY_HOST, global = true)]
     pub azure_authority_host: String,
 
     /// Postgres: where to listen for changes, when DATABASE_URL goes through a pooler in
     /// transaction mode (PgBouncer), which cannot pass notifications on: the server itself, in
     /// the same URL form. Unset: DATABASE_URL. Takes one more connection per process.
-    #[arg(long, env = "DATABASE_LISTEN_URL", default_value = "", hide_default_value = true,
-          hide_env_values = true, value_parser = parse_database_url, global = true)]
+    #[arg(help_heading = "Postgres", long, env = "DATABASE_LISTEN_URL", default_value = "", hide_default_value = true,
+          hide_env_values = true, value_parser = parse_database_url)]
     pub database_listen_url: DatabaseUrl,
 
     /// Postgres: connections this process opens at most.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=1000), global = true)]
+    #[arg(help_heading = "Postgres", long, env = "DATABASE_POOL_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub database_pool_size: u64,
 
     /// Postgres: how long a request waits for a free connection before it is answered 503, in
     /// milliseconds.
-    #[arg(long, env = "DATABASE_POOL_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    #[arg(help_heading = "Postgres", long, env = "DATABASE_POOL_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub database_pool_timeout_ms: u64,
 
     /// Postgres: how long opening one connection may take, in milliseconds.
-    #[arg(long, env = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..=600_000), global = true)]
+    #[arg(help_heading = "Postgres", long, env = "DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub database_connect_timeout_ms: u64,
 
     /// Postgres: a statement running longer is cancelled and its request answered 503, in
     /// milliseconds.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    #[arg(help_heading = "Postgres", long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub database_statement_timeout_ms: u64,
 
     /// Apply missing schema migrations when the service starts. Unset: yes on SQLite (the file
     /// is this process's own), no on Postgres, where `items-api migrate` runs first as the
     /// database owner and the service can sign in with DML rights only; until then it waits,
     /// not ready.
-    #[arg(long, env = "MIGRATE_ON_START", value_name = "true|false", action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    #[arg(help_heading = "Database", long, env = "MIGRATE_ON_START", value_name = "true|false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub migrate_on_start: Option<bool>,
 
     /// Deployment environment; shown by /api/health and picks the default log format.
-    #[arg(long, env = "APP_ENV", value_enum, ignore_case = true, default_value_t = AppEnv::Development, global = true)]
+    #[arg(help_heading = "Serving", long, env = "APP_ENV", value_enum, ignore_case = true, default_value_t = AppEnv::Development)]
     pub app_env: AppEnv,
 
     /// Log format [default: json in production, pretty in development].
     #[arg(
+        help_heading = "Serving",
         long,
         env = "LOG_FORMAT",
         value_enum,
-        ignore_case = true,
-        global = true
+        ignore_case = true
     )]
     pub log_format: Option<LogFormat>,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `debug`, `items_api=debug,info`).
-    #[arg(long = "log-filter", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info",
-          value_parser = parse_log_filter, global = true)]
+    #[arg(help_heading = "Serving", long = "log-filter", env = "RUST_LOG", value_name = "RUST_LOG", default_value = "info",
+          value_parser = parse_log_filter)]
     pub log_filter: String,
 
     /// Largest accepted request body in bytes; larger bodies get 413.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576,
-          value_parser = clap::value_parser!(u64).range(64..=64 * 1024 * 1024), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(64..=64 * 1024 * 1024))]
     pub max_body_bytes: u64,
 
     /// Longest item text in characters, after trimming; longer gets 422 (`string_too_long`).
     /// The default refuses nothing a body within the default MAX_BODY_BYTES can carry, as
     /// before the setting existed. Texts already stored are served whatever their length.
-    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 1_048_576,
-          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "MAX_TEXT_CHARS", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     pub max_text_chars: u64,
 
     /// Directory with the web page (index.html, app.js, ...) to serve at `/`. Unset or empty: API
     /// only. `cargo run` sets it to web/static (see .cargo/config.toml).
-    #[arg(long, env = "STATIC_DIR", value_parser = parse_static_dir, global = true)]
+    #[arg(help_heading = "Serving", long, env = "STATIC_DIR", value_parser = parse_static_dir)]
     pub static_dir: Option<PathBuf>,
 
     /// SQLite journal mode. `delete` is required on network shares such as Azure Files.
-    #[arg(long, env = "SQLITE_JOURNAL_MODE", value_enum, ignore_case = true, default_value_t = JournalMode::Wal,
+    #[arg(help_heading = "SQLite", long, env = "SQLITE_JOURNAL_MODE", value_enum, ignore_case = true, default_value_t = JournalMode::Wal,
           global = true)]
     pub sqlite_journal_mode: JournalMode,
 
     /// When commits reach the disk. `full`: an acknowledged write survives power loss.
     /// `normal`: survives a crash of the service, may lose the last writes on power loss.
-    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, ignore_case = true, default_value_t = Synchronous::Full,
+    #[arg(help_heading = "SQLite", long, env = "SQLITE_SYNCHRONOUS", value_enum, ignore_case = true, default_value_t = Synchronous::Full,
           global = true)]
     pub sqlite_synchronous: Synchronous,
 
     /// How long a database operation waits for a lock held by another process, in milliseconds.
-    #[arg(long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(help_heading = "SQLite", long, env = "SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(0..=600_000), global = true)]
     pub sqlite_busy_timeout_ms: u64,
 
     /// Reader connections (reads running at once).
-    #[arg(long, env = "DB_READ_CONNECTIONS", default_value_t = 4,
-          value_parser = clap::value_parser!(u64).range(1..=64), global = true)]
+    #[arg(help_heading = "SQLite", long, env = "DB_READ_CONNECTIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
     pub db_read_connections: u64,
 
     /// Once the first byte of a request has arrived, its head (request line and headers) must be
     /// complete within this many seconds, however slowly it arrives, or the connection is closed.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
     pub header_read_timeout_secs: u64,
 
     /// Longest request head (request line and headers) in bytes; longer gets 431. Also what a
     /// connection buffers of a head still arriving, and of a response the client is slow to take.
-    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 32_768,
-          value_parser = clap::value_parser!(u64).range(8192..=1_048_576), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "MAX_HEADER_BYTES", default_value_t = 32_768,
+          value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]
     pub max_header_bytes: u64,
 
     /// A keep-alive connection with no request running, no response being written and no
     /// traffic for this many seconds is closed. Keep it above the keep-alive time of a proxy in
     /// front (the web tier's is 30 s).
-    #[arg(long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 75,
-          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "KEEPALIVE_TIMEOUT_SECS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keepalive_timeout_secs: u64,
 
     /// A response (a change stream, a long list) whose client takes no byte for this many
     /// seconds while more is waiting is cut; so is a connection whose peer acknowledges nothing
     /// sent for as long.
-    #[arg(long, env = "SEND_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "SEND_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub send_timeout_secs: u64,
 
     /// Connections served at once; one more is answered 503 and closed. Lowered, with a warning,
     /// to stay below the process's open-file limit.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
     /// Change streams (`/api/items/events`) served at once; one more is answered 503. Each holds
     /// a connection for as long as its page is open. Unset: half of MAX_CONNECTIONS as lowered
     /// to the open-file limit; a value not below that limit is lowered to half of it, with a
     /// warning.
-    #[arg(long, env = "MAX_EVENT_STREAMS",
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "MAX_EVENT_STREAMS",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_event_streams: Option<u64>,
 
     /// Seconds between heartbeats on an idle change stream, so proxies do not close it as idle.
-    #[arg(long, env = "EVENT_HEARTBEAT_SECS", default_value_t = 15,
-          value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "EVENT_HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
     pub event_heartbeat_secs: u64,
 
     /// A request that takes longer than this many seconds is answered with 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout_secs: u64,
 
     /// A request body still arriving after this many seconds is answered with 408, so a slow
     /// client does not hold a request open until REQUEST_TIMEOUT_SECS.
-    #[arg(long, env = "BODY_TIMEOUT_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "BODY_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout_secs: u64,
 
     /// On SIGTERM/Ctrl-C, keep serving this many seconds with readiness failing (`stopping`), so a
     /// load balancer that polls readiness stops sending requests first; then stop accepting.
-    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=300), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_drain_secs: u64,
 
     /// On SIGTERM/Ctrl-C, in-flight requests get this many seconds to finish.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
+    #[arg(help_heading = "Limits and timeouts", long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
 
     /// Version shown by /api/health (and, set as a variable, by --version) [default: baked in at
     /// build time].
-    #[arg(long, env = "BUILD_VERSION", default_value = build::VERSION, hide_default_value = true,
-          value_parser = or_default(build::VERSION),
-          global = true)]
+    #[arg(help_heading = "Serving", long, env = "BUILD_VERSION", default_value = build::VERSION, hide_default_value = true,
+          value_parser = or_default(build::VERSION))]
     pub build_version: String,
 
     /// Build date shown by /api/health [default: baked in at build time, else "unknown"].
-    #[arg(long, env = "BUILD_DATE", default_value = build::DATE, hide_default_value = true,
-          value_parser = or_default(build::DATE),
-          global = true)]
+    #[arg(help_heading = "Serving", long, env = "BUILD_DATE", default_value = build::DATE, hide_default_value = true,
+          value_parser = or_default(build::DATE))]
     pub build_date: String,
 
     /// Source revision shown by /api/health [default: baked in at build time, else "unknown"].
-    #[arg(long, env = "VCS_REF", default_value = build::VCS_REF, hide_default_value = true,
-          value_parser = or_default(build::VCS_REF),
-          global = true)]
+    #[arg(help_heading = "Serving", long, env = "VCS_REF", default_value = build::VCS_REF, hide_default_value = true,
+          value_parser = or_default(build::VCS_REF))]
     pub vcs_ref: String,
 }
 
@@ -482,7 +516,7 @@ impl Config {
     /// the message names the setting and never contains a password.
     pub fn store_settings(&self) -> Result<StoreSettings, LocationError> {
         let location =
-            Location::from_settings(&self.database_url.0, &self.db_path, &self.credentials()?)?;
+            Location::from_settings(&self.database_url.0, &self.db_path, &self.sign_in()?)?;
         let listen = match (&location, self.database_listen_url.0.as_str()) {
             (_, "") => None,
             (Location::Postgres(_), url) => {
@@ -518,16 +552,15 @@ impl Config {
         value: &DatabaseUrl,
         setting: &str,
     ) -> Result<Location, LocationError> {
-        Location::parse(&value.0, setting, &self.credentials()?)
+        Location::parse(&value.0, setting, &self.sign_in()?)
     }
 
     /// How Postgres connections sign in when their URL has no password.
-    fn credentials(&self) -> Result<Credentials, LocationError> {
+    fn sign_in(&self) -> Result<SignIn, LocationError> {
         match self.database_auth {
-            DatabaseAuth::Password => Ok(self
-                .database_password_file
-                .clone()
-                .map_or(Credentials::None, Credentials::File)),
+            DatabaseAuth::Password => Ok(SignIn::Password {
+                file: self.database_password_file.clone(),
+            }),
             DatabaseAuth::AzureManagedIdentity => {
                 let (Some(endpoint), Some(secret)) =
                     (&self.identity_endpoint, &self.identity_header)
@@ -539,9 +572,11 @@ impl Config {
                             .into(),
                     ));
                 };
-                ManagedIdentity::new(endpoint, secret, self.azure_client_id.as_deref())
-                    .map(Credentials::ManagedIdentity)
-                    .map_err(LocationError)
+                Ok(SignIn::ManagedIdentity {
+                    endpoint: endpoint.clone(),
+                    secret: secret.clone(),
+                    client_id: self.azure_client_id.clone(),
+                })
             }
             DatabaseAuth::AzureWorkloadIdentity => {
                 let needs = |name: &str| {
@@ -563,9 +598,12 @@ impl Config {
                 let Some(file) = file.filter(|file| !file.as_os_str().is_empty()) else {
                     return Err(needs("AZURE_FEDERATED_TOKEN_FILE"));
                 };
-                WorkloadIdentity::new(&self.azure_authority_host, tenant, client, file)
-                    .map(Credentials::WorkloadIdentity)
-                    .map_err(LocationError)
+                Ok(SignIn::WorkloadIdentity {
+                    authority_host: self.azure_authority_host.clone(),
+                    tenant_id: tenant.to_owned(),
+                    client_id: client.to_owned(),
+                    token_file: file.to_path_buf(),
+                })
             }
         }
     }
@@ -668,6 +706,33 @@ impl std::fmt::Debug for DatabaseUrl {
 /// parsing, by `Config::store_settings`.
 fn parse_database_url(value: &str) -> Result<DatabaseUrl, String> {
     Ok(DatabaseUrl(value.to_owned()))
+}
+
+/// IP:PORT as it is, or HOST:PORT resolved now (`localhost` is loopback over IPv4, as browsers and
+/// curl try it first).
+fn parse_bind_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!(
+            "{value:?} has no port: write IP:PORT or HOST:PORT, e.g. 127.0.0.1:8080 or \
+             localhost:8080 (0.0.0.0:8000 to listen on every interface)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port (0 to 65535) in {value:?}"))?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {host:?} in {value:?}: {error}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} in {value:?} resolves to no address"))
 }
 
 /// An empty value (e.g. `BUILD_VERSION=` from an unset build argument) means the baked-in one.
@@ -791,6 +856,8 @@ mod tests {
     fn bad_values_are_refused() {
         for args in [
             &["--bind-addr", "localhost"][..],
+            &["--bind-addr", "localhost:99999"],
+            &["--bind-addr", "no-such-host.invalid:8000"],
             &["--max-body-bytes", "lots"],
             &["--max-body-bytes", "0"],
             &["--app-env", "staging"],
@@ -802,6 +869,18 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }
+    }
+
+    #[test]
+    fn the_bind_address_may_name_a_host() {
+        let local = parse(&["--bind-addr", "localhost:18501"]).unwrap().config;
+        assert_eq!(local.bind_addr.to_string(), "127.0.0.1:18501");
+        let ip = parse(&["--bind-addr", "0.0.0.0:8000"]).unwrap().config;
+        assert_eq!(ip.bind_addr.to_string(), "0.0.0.0:8000");
+        let error = parse(&["--bind-addr", "localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("write IP:PORT or HOST:PORT"), "{error}");
     }
 
     #[test]

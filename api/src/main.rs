@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
+use items_api::maintenance::{self, AppRole, RoleCreation, transfer};
 use items_api::ops::{healthcheck, telemetry};
-use items_api::store::{self, AppRole, RoleCreation, StoreSettings, transfer};
+use items_api::store::StoreSettings;
 use items_api::{Application, Cli, Command, Config, startup};
 
 fn main() -> ExitCode {
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
             check_health(&config, Duration::from_millis(timeout_ms))
         }
         Command::Backup { file } => with_database(&config, async |settings| {
-            let copy = store::backup(&settings.location, &file).await?;
+            let copy = maintenance::backup(&settings.location, &file).await?;
             Ok(format!(
                 "backup: {} items ({} bytes) written to {}",
                 copy.items,
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
             ))
         }),
         Command::Restore { file } => with_database(&config, async |settings| {
-            let copy = store::restore(&settings.location, &file).await?;
+            let copy = maintenance::restore(&settings.location, &file).await?;
             Ok(format!(
                 "restore: {} now holds {} items ({} bytes) from {}",
                 settings.location,
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
                     Err(error) => return fail(&error),
                 };
             with_database(&config, async |settings| {
-                let report = store::migrate(&settings, app_role.as_ref()).await?;
+                let report = maintenance::migrate(&settings, app_role.as_ref()).await?;
                 let granted = app_role
                     .as_ref()
                     .map(|role| format!("; {} may serve", role.name))
@@ -197,8 +198,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 }
 
 fn serve(config: &Config) -> ExitCode {
-    // Dropped at the end of this function: the last log lines are flushed before exit.
-    let _log = telemetry::init(config.log_format(), &config.log_filter);
+    let log = telemetry::init(config.log_format(), &config.log_filter);
     // With one CPU (a pinned process, or a container limited to one core) a single-threaded
     // scheduler does the same work without the cross-thread bookkeeping of a work-stealing one.
     let one_cpu = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
@@ -211,19 +211,32 @@ fn serve(config: &Config) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let application = match Application::build(config).await {
             Ok(application) => application,
-            Err(error) => return fail(&error.to_string()),
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                let code = if error.is_setting() { 2 } else { 1 };
+                return Err((error.to_string(), code));
+            }
         };
-        match application
+        application
             .run_until_stopped(startup::shutdown_signal())
             .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => fail(&format!("server error: {error}")),
+            .map_err(|error| {
+                tracing::error!(%error, "server error");
+                (format!("server error: {error}"), 1)
+            })
+    });
+    // Every log line is written before the last word, which says why the process ends.
+    drop(log);
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
-    })
+    }
 }
 
 fn check_health(config: &Config, timeout: Duration) -> ExitCode {

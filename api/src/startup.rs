@@ -29,6 +29,33 @@ pub enum StartupError {
     },
 }
 
+impl StartupError {
+    fn bind(addr: SocketAddr, cause: std::io::Error) -> Self {
+        let hint = match cause.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process uses this port; stop it or set BIND_ADDR)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need privileges; set BIND_ADDR)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (no local interface has this address; set BIND_ADDR)"
+            }
+            _ => "",
+        };
+        Self::Bind { addr, cause, hint }
+    }
+
+    /// A setting must change (exit 2, as for a bad value), rather than something gone wrong
+    /// while running (exit 1).
+    pub fn is_setting(&self) -> bool {
+        match self {
+            Self::Settings(_) | Self::Bind { .. } => true,
+            Self::Database(error) => error.is_setting(),
+        }
+    }
+}
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -41,34 +68,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens and migrates the database (see `store::open`), then binds the listener (port 0 picks a free port).
+    /// Binds the listener (port 0 picks a free port), then opens and migrates the database (see
+    /// `store::open`): a port in use stops the start before the database is touched.
     pub async fn build(config: &Config) -> Result<Self, StartupError> {
         let settings = config.store_settings()?;
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .map_err(|cause| StartupError::bind(config.bind_addr, cause))?;
         tracing::info!(backend = settings.location.backend(), database = %settings.location, "opening the database");
         let store = store::open(&settings).await?;
-        let listener = match TcpListener::bind(config.bind_addr).await {
-            Ok(listener) => listener,
-            Err(cause) => {
-                store.close().await;
-                let hint = match cause.kind() {
-                    std::io::ErrorKind::AddrInUse => {
-                        " (another process uses this port; stop it or set BIND_ADDR)"
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        " (ports below 1024 need privileges; set BIND_ADDR)"
-                    }
-                    std::io::ErrorKind::AddrNotAvailable => {
-                        " (no local interface has this address; set BIND_ADDR)"
-                    }
-                    _ => "",
-                };
-                return Err(StartupError::Bind {
-                    addr: config.bind_addr,
-                    cause,
-                    hint,
-                });
-            }
-        };
         let body_limits = BodyLimits {
             max_bytes: config.max_body_bytes(),
             timeout: config.body_timeout(),

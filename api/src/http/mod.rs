@@ -4,11 +4,14 @@
 pub mod error;
 pub mod extract;
 pub mod host;
+pub mod keys_in_flight;
+pub mod list_cache;
 pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod static_files;
+pub mod streams;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,12 +8,14 @@ use utoipa_swagger_ui::SwaggerUi;
 #[openapi(
     info(
         title = "Items API",
-        description = "List and add short text items. Errors are JSON: `{\"detail\": \"...\"}`, \
-                       or for 422 a list of `{type, loc, msg, input}`.",
+        description = "A list of short text items: list (newest first, in pages), add (once, with \
+                       an `Idempotency-Key`), edit, delete, and follow every change as it \
+                       happens. Errors are JSON: `{\"detail\": \"...\"}`, or for 422 a list of \
+                       `{type, loc, msg, input}`.",
         license(name = "MIT", identifier = "MIT"),
     ),
     tags(
-        (name = "items", description = "Stored items, newest first"),
+        (name = "items", description = "Stored items, newest first, and their changes"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-pub use crate::http::routes::events::EventStreams;
-use crate::http::routes::items::KeysInFlight;
+use crate::http::keys_in_flight::KeysInFlight;
+use crate::http::list_cache::CachedLists;
+pub use crate::http::streams::EventStreams;
 use crate::store::ItemStore;
-use crate::store::list_cache::CachedLists;
 
 /// Cheap to clone: everything is behind an `Arc` or `Copy`.
 #[derive(Clone)]

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::postgres::{Credentials, Target};
+use super::postgres::Target;
+use super::settings::SignIn;
 
 /// A database to serve from, or to move items from or to.
 #[derive(Debug, Clone)]
@@ -24,13 +25,13 @@ impl Location {
     pub fn from_settings(
         url: &str,
         db_path: &Path,
-        credentials: &Credentials,
+        sign_in: &SignIn,
     ) -> Result<Self, LocationError> {
         if url.trim().is_empty() {
             return Ok(Self::Sqlite(db_path.to_path_buf()));
         }
         match scheme(url) {
-            Some(_) => Self::parse(url, "DATABASE_URL", credentials),
+            Some(_) => Self::parse(url, "DATABASE_URL", sign_in),
             None => Err(LocationError(
                 "DATABASE_URL must start with postgres://, postgresql:// or sqlite:// \
                  (leave it empty to use DB_PATH)"
@@ -41,13 +42,9 @@ impl Location {
 
     /// A Postgres URL, a `sqlite://PATH` URL, or a plain path of a SQLite file. `setting` names
     /// where the value came from, for messages.
-    pub fn parse(
-        value: &str,
-        setting: &str,
-        credentials: &Credentials,
-    ) -> Result<Self, LocationError> {
+    pub fn parse(value: &str, setting: &str, sign_in: &SignIn) -> Result<Self, LocationError> {
         match scheme(value) {
-            Some("postgres" | "postgresql") => Target::parse(value, setting, credentials)
+            Some("postgres" | "postgresql") => Target::parse(value, setting, sign_in)
                 .map(|target| Self::Postgres(Box::new(target)))
                 .map_err(LocationError),
             Some("sqlite") => {
@@ -113,7 +110,7 @@ mod tests {
     #[test]
     fn empty_url_means_the_sqlite_file_at_db_path() {
         let location =
-            Location::from_settings("", Path::new("data/app.db"), &Credentials::None).unwrap();
+            Location::from_settings("", Path::new("data/app.db"), &SignIn::default()).unwrap();
         assert!(matches!(location, Location::Sqlite(path) if path == Path::new("data/app.db")));
     }
 
@@ -126,7 +123,7 @@ mod tests {
             ("backups/old.db", "backups/old.db"),
             ("C.db", "C.db"),
         ] {
-            let location = Location::parse(value, "--from", &Credentials::None).unwrap();
+            let location = Location::parse(value, "--from", &SignIn::default()).unwrap();
             assert!(
                 matches!(&location, Location::Sqlite(found) if found == Path::new(path)),
                 "{value} -> {location:?}"
@@ -142,7 +139,7 @@ mod tests {
             "POSTGRES://app@db/items",
         ] {
             assert_eq!(
-                Location::parse(url, "--from", &Credentials::None)
+                Location::parse(url, "--from", &SignIn::default())
                     .unwrap()
                     .backend(),
                 "postgres"
@@ -153,9 +150,9 @@ mod tests {
     #[test]
     fn unknown_schemes_are_refused_by_name() {
         let error =
-            Location::parse("mysql://root@db/items", "--from", &Credentials::None).unwrap_err();
+            Location::parse("mysql://root@db/items", "--from", &SignIn::default()).unwrap_err();
         assert!(error.0.contains("\"mysql\""), "{error}");
-        let error = Location::from_settings("db.example:5432", Path::new("x"), &Credentials::None)
+        let error = Location::from_settings("db.example:5432", Path::new("x"), &SignIn::default())
             .unwrap_err();
         assert!(error.0.contains("DATABASE_URL must start with"), "{error}");
     }

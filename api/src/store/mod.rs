@@ -1,15 +1,19 @@
 //! The storage interface: the only way handlers reach the database.
 //!
-//! `ItemStore` is all the rest of the service knows about storage. Each backend lives in its own
-//! module (`sqlite`, `postgres`) and is picked by `open` from the settings; nothing outside this
-//! module names a backend type.
+//! `ItemStore` is all the serving side knows about storage. Each backend lives in its own module
+//! (`sqlite`, `postgres`, one file per part) and is picked by `open` from the settings.
+//!
+//! Who may name a backend: the request-serving side (http/, startup) never does. `config` names
+//! only the plain settings data of `settings` (journal mode, pool size, how to sign in), because
+//! every setting is declared in one place. `maintenance` (migrate, backup, restore, transfer) may
+//! name the backends, because those commands are about one backend's files or roles by nature.
+//! `bulk` is the interface both backends implement for copying every item between databases.
 
-pub mod changes;
-pub mod list_cache;
+pub mod bulk;
 pub mod location;
 pub mod postgres;
+pub mod settings;
 pub mod sqlite;
-pub mod transfer;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,8 +23,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{IdempotencyKey, ItemText};
+use crate::feed::ChangeFeed;
 
 pub use location::{Location, LocationError};
+pub use settings::StoreSettings;
 
 /// A stored item, exactly as the seed service returned it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -229,7 +235,7 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn revision(&self) -> Result<Option<Revision>, StoreError>;
 
     /// Every committed change, in order, for the event stream.
-    fn changes(&self) -> &changes::ChangeFeed;
+    fn changes(&self) -> &ChangeFeed;
 
     /// Whether the store can still work at all (its worker has not died). Checked by liveness,
     /// so a broken process gets restarted; touches no database.
@@ -241,16 +247,6 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Settings every backend draws from; each reads the part that concerns it.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    pub location: Location,
-    /// Postgres: where to listen for changes, when not at `location`.
-    pub listen: Option<postgres::Target>,
-    pub sqlite: sqlite::SqliteOptions,
-    pub postgres: postgres::PoolOptions,
-}
-
 /// Why the store could not be opened; the message says what to change.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -260,58 +256,13 @@ impl OpenError {
     fn new(error: impl Into<BoxError>) -> Self {
         Self(error.into())
     }
-}
 
-/// The role the service signs in as when another one migrates (Postgres), and how to create it
-/// when it does not exist yet.
-#[derive(Debug, Clone)]
-pub struct AppRole {
-    pub name: String,
-    pub create: RoleCreation,
-}
-
-#[derive(Debug, Clone)]
-pub enum RoleCreation {
-    /// It must exist already.
-    Existing,
-    /// A login with this password (created, or its password set to this one).
-    Password(String),
-    /// An Azure Database for PostgreSQL role for the Entra principal with this object id.
-    EntraObjectId(String),
-}
-
-/// Schema versions before and after `items-api migrate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MigrateReport {
-    pub from: i64,
-    pub to: i64,
-}
-
-/// `items-api migrate`: brings the schema of the database the settings name up to date and,
-/// on Postgres, gives `app_role` the rights serving needs.
-pub async fn migrate(
-    settings: &StoreSettings,
-    app_role: Option<&AppRole>,
-) -> Result<MigrateReport, String> {
-    match &settings.location {
-        Location::Sqlite(path) => {
-            if app_role.is_some() {
-                return Err(
-                    "MIGRATE_APP_ROLE is for Postgres: a SQLite file has no roles; unset it".into(),
-                );
-            }
-            let (path, options) = (path.clone(), settings.sqlite.clone());
-            let (from, to) =
-                tokio::task::spawn_blocking(move || sqlite::migrate_file(&path, &options))
-                    .await
-                    .map_err(|error| error.to_string())?
-                    .map_err(|error| error.to_string())?;
-            Ok(MigrateReport {
-                from: from as i64,
-                to: to as i64,
-            })
-        }
-        Location::Postgres(target) => postgres::migrate(target, app_role).await,
+    /// The setting names a place the database cannot be (`DB_PATH` under a file, or read-only):
+    /// the setting must change, as for a bad value.
+    pub fn is_setting(&self) -> bool {
+        self.0
+            .downcast_ref::<sqlite::OpenError>()
+            .is_some_and(sqlite::OpenError::is_setting)
     }
 }
 
@@ -324,52 +275,6 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn ItemStore>, OpenEr
                 .await?,
         ),
     })
-}
-
-pub use sqlite::backup::CopyReport;
-
-/// `items-api backup FILE`: a consistent copy of the database as a new SQLite file, taken while
-/// the service keeps running. From Postgres this is a `transfer` into that file.
-pub async fn backup(location: &Location, file: &std::path::Path) -> Result<CopyReport, String> {
-    let file = file.to_path_buf();
-    let location = location.clone();
-    let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || match &location {
-        Location::Sqlite(path) => sqlite::backup::backup(path, &file),
-        Location::Postgres(_) => sqlite::backup::write_new_file(&file, |partial| {
-            let copy = Location::Sqlite(partial.to_path_buf());
-            let copied = runtime.block_on(transfer::transfer(&location, &copy, |_| {}));
-            // The transfer claimed the new file like a service would; the claim ends here.
-            let _ = std::fs::remove_file(sqlite::owner_lock_path(partial));
-            copied
-                .map(drop)
-                .map_err(|error| sqlite::backup::BackupError::Copy(error.0))
-        }),
-    })
-    .await
-    .map_err(|error| error.to_string())?
-    .map_err(|error| error.to_string())
-}
-
-/// `items-api restore FILE`: replaces a SQLite database with a backup. Postgres is loaded with
-/// `transfer` instead, into an empty database.
-pub async fn restore(location: &Location, file: &std::path::Path) -> Result<CopyReport, String> {
-    match location {
-        Location::Sqlite(path) => {
-            let (path, file) = (path.clone(), file.to_path_buf());
-            tokio::task::spawn_blocking(move || sqlite::backup::restore(&file, &path))
-                .await
-                .map_err(|error| error.to_string())?
-                .map_err(|error| error.to_string())
-        }
-        Location::Postgres(target) => Err(format!(
-            "restore replaces a SQLite database file; to load {} into Postgres, run \
-             `items-api transfer --from {} --to \"$DATABASE_URL\"` into an empty database \
-             ({target})",
-            file.display(),
-            file.display()
-        )),
-    }
 }
 
 /// "outer: inner: innermost" on one line, each cause once, so one log line explains a failure.
@@ -385,24 +290,4 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Where `transfer` reads from: a snapshot of the database at `location`.
-async fn transfer_reader(
-    location: &Location,
-) -> Result<Box<dyn transfer::Reader>, transfer::TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(sqlite::transfer::reader(path).await?),
-        Location::Postgres(target) => Box::new(postgres::transfer::reader(target).await?),
-    })
-}
-
-/// Where `transfer` writes to: the empty database at `location`.
-async fn transfer_writer(
-    location: &Location,
-) -> Result<Box<dyn transfer::Writer>, transfer::TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(sqlite::transfer::writer(path).await?),
-        Location::Postgres(target) => Box::new(postgres::transfer::writer(target).await?),
-    })
 }

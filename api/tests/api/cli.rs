@@ -102,10 +102,19 @@ fn restore_is_refused_while_the_service_runs() {
 }
 
 /// Starts the service on `db_path` (any free port) and expects it to refuse to start with exit
-/// code 1; returns its stderr.
-fn refused_start_up(db_path: &str) -> String {
-    let (code, _, stderr) = run_binary(&[], &[("DB_PATH", db_path), ("BIND_ADDR", "127.0.0.1:0")]);
-    assert_eq!(code, 1, "{stderr}");
+/// code `code`; returns its stderr, whose last line must be the reason.
+fn refused_start_up(db_path: &str, code: i32) -> String {
+    let (exit, stdout, stderr) =
+        run_binary(&[], &[("DB_PATH", db_path), ("BIND_ADDR", "127.0.0.1:0")]);
+    assert_eq!(exit, code, "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("error: ")),
+        "the reason comes last: {stdout}{stderr}"
+    );
     stderr
 }
 
@@ -114,7 +123,7 @@ fn a_second_service_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
     let _server = BinaryServer::start(&db_path, &[]);
-    let stderr = refused_start_up(db_path.to_str().unwrap());
+    let stderr = refused_start_up(db_path.to_str().unwrap(), 1);
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
 
@@ -205,14 +214,18 @@ fn an_unwritable_database_path_is_a_clear_start_up_error() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let db_path = file.join("app.db");
-    let stderr = refused_start_up(db_path.to_str().unwrap());
+    // A setting that cannot work as given: exit 2, as for a bad value.
+    let stderr = refused_start_up(db_path.to_str().unwrap(), 2);
+    assert!(
+        stderr.contains(&format!("{} is a file, not a directory", file.display())),
+        "{stderr}"
+    );
+
+    let stderr = refused_start_up("/proc/items/app.db", 2);
     assert!(
         stderr.contains("cannot create the database directory"),
         "{stderr}"
     );
-
-    let stderr = refused_start_up("/proc/items/app.db");
-    assert!(stderr.starts_with("error: "), "{stderr}");
 }
 
 #[test]
@@ -220,7 +233,7 @@ fn a_file_that_is_not_a_database_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("app.db");
     std::fs::write(&db_path, vec![b'x'; 8192]).unwrap();
-    let stderr = refused_start_up(db_path.to_str().unwrap());
+    let stderr = refused_start_up(db_path.to_str().unwrap(), 1);
     assert!(stderr.contains("not a database"), "{stderr}");
 }
 
@@ -234,10 +247,14 @@ fn a_port_in_use_is_a_clear_start_up_error() {
         &[],
         &[("BIND_ADDR", &addr), ("DB_PATH", db.to_str().unwrap())],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a setting to change: {stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
+    );
+    assert!(
+        !db.exists(),
+        "the port is checked before the database is touched"
     );
     assert!(
         stderr.contains("another process uses this port"),
@@ -385,4 +402,32 @@ fn managed_identity_sign_in_needs_the_identity_endpoint() {
         stderr.contains("IDENTITY_ENDPOINT and IDENTITY_HEADER"),
         "{stderr}"
     );
+}
+
+#[test]
+fn each_command_shows_its_own_options_and_help_starts_with_what_it_does() {
+    let (_, help, _) = run_binary(&["--help"], &[]);
+    assert!(
+        help.starts_with("Items API: serve a list of short text items"),
+        "{help}"
+    );
+    for (command, own, foreign) in [
+        ("transfer", "--from", "MAX_CONNECTIONS"),
+        ("migrate", "MIGRATE_APP_ROLE", "KEEPALIVE_TIMEOUT_SECS"),
+        ("backup", "DATABASE_URL", "MAX_EVENT_STREAMS"),
+    ] {
+        let (code, text, _) = run_binary(&[command, "--help"], &[]);
+        assert_eq!(code, 0);
+        assert!(text.contains(own), "{command} --help lacks {own}: {text}");
+        assert!(
+            !text.contains(foreign),
+            "{command} --help shows {foreign}: {text}"
+        );
+        // Its own options first; the database settings it also reads after them.
+        let own_at = text.find(own).unwrap_or(usize::MAX);
+        assert!(
+            own_at < text.find("Database:").unwrap_or(usize::MAX),
+            "{text}"
+        );
+    }
 }

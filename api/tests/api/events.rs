@@ -564,7 +564,9 @@ async fn a_page_open_across_a_restore_of_an_older_backup_is_told_to_read_the_lis
     let app = TestApp::spawn_on(&db, |_| {}).await;
     app.add("in the backup").await;
     let backup = dir.path().join("backup.db");
-    items_api::store::backup(&location, &backup).await.unwrap();
+    items_api::maintenance::backup(&location, &backup)
+        .await
+        .unwrap();
     // What an open page then holds: an item the backup does not have, and a position after it.
     let mut page = stream_of(&app, None).await;
     assert_eq!(page.next().await.name, "ready");
@@ -576,7 +578,9 @@ async fn a_page_open_across_a_restore_of_an_older_backup_is_told_to_read_the_lis
         .expect("the last event of a commit carries its position");
     app.stop().await;
 
-    items_api::store::restore(&location, &backup).await.unwrap();
+    items_api::maintenance::restore(&location, &backup)
+        .await
+        .unwrap();
     let app = TestApp::spawn_on(&db, |_| {}).await;
     // The browser reconnects with its position: the restored database cannot resume it.
     let mut resumed = stream_of(&app, Some(&position)).await;

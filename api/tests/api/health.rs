@@ -8,7 +8,7 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use items_api::domain::IdempotencyKey;
 use items_api::domain::ItemText;
-use items_api::store::changes::ChangeFeed;
+use items_api::feed::ChangeFeed;
 use items_api::store::{DatabaseStatus, Item, ItemStore, Once, Page, Revision, StoreError};
 use serde_json::{Value, json};
 use tower::ServiceExt;

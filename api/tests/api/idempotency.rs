@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use items_api::domain::{IdempotencyKey, ItemText};
-use items_api::store::changes::ChangeFeed;
+use items_api::feed::ChangeFeed;
 use items_api::store::{DatabaseStatus, Item, ItemStore, Once, Page, Revision, StoreError};
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -209,11 +209,11 @@ async fn keys_survive_a_restart_a_backup_and_restore() {
     app.stop().await;
 
     let copy = dir.path().join("backup.db");
-    items_api::store::backup(&items_api::store::Location::Sqlite(db.clone()), &copy)
+    items_api::maintenance::backup(&items_api::store::Location::Sqlite(db.clone()), &copy)
         .await
         .unwrap();
     let restored_path = dir.path().join("restored.db");
-    items_api::store::restore(
+    items_api::maintenance::restore(
         &items_api::store::Location::Sqlite(restored_path.clone()),
         &copy,
     )
@@ -244,7 +244,7 @@ async fn keys_move_with_the_items_to_postgres_and_back() {
 
     let sqlite = items_api::store::Location::Sqlite(db.clone());
     let postgres = items_api::store::Location::parse(&url, "test", &Default::default()).unwrap();
-    let report = items_api::store::transfer::transfer(&sqlite, &postgres, |_| {})
+    let report = items_api::maintenance::transfer::transfer(&sqlite, &postgres, |_| {})
         .await
         .unwrap();
     assert_eq!(report.keys, 3);
@@ -258,7 +258,7 @@ async fn keys_move_with_the_items_to_postgres_and_back() {
     on_postgres.stop().await;
 
     let back = items_api::store::Location::Sqlite(dir.path().join("back.db"));
-    let report = items_api::store::transfer::transfer(&postgres, &back, |_| {})
+    let report = items_api::maintenance::transfer::transfer(&postgres, &back, |_| {})
         .await
         .unwrap();
     assert_eq!(report.keys, 3);

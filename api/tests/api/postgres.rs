@@ -1176,3 +1176,16 @@ fn workload_identity_sign_in_names_the_missing_setting_in_one_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
+#[tokio::test]
+async fn a_start_on_a_migrated_database_logs_nothing_that_reads_like_an_error() {
+    let Some(url) = database().await else { return };
+    drop(serve(&url));
+    let again = serve(&url);
+    assert!(
+        !again.log_contains("already exists") && !again.log_contains("NOTICE"),
+        "{:?}",
+        again.output.lock().unwrap()
+    );
+}

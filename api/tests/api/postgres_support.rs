@@ -352,11 +352,11 @@ pub async fn migrate_with_app_role(
     let mut config = items_api::Config::with_defaults("unused.db");
     config.database_url = items_api::config::DatabaseUrl(admin_url.to_owned());
     let settings = config.store_settings().map_err(|error| error.0)?;
-    let role = items_api::store::AppRole {
+    let role = items_api::maintenance::AppRole {
         name: role.to_owned(),
-        create: items_api::store::RoleCreation::Password(password.to_owned()),
+        create: items_api::maintenance::RoleCreation::Password(password.to_owned()),
     };
-    items_api::store::migrate(&settings, Some(&role))
+    items_api::maintenance::migrate(&settings, Some(&role))
         .await
         .map(drop)
 }

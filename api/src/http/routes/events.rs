@@ -11,39 +11,18 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::feed::{Change, ChangeFeed, FeedEvent, Subscription};
 use crate::http::error::AppError;
 use crate::http::state::AppState;
-use crate::store::changes::{Change, ChangeFeed, FeedEvent, Subscription};
 use crate::store::{Item, ItemStore};
 
 /// How soon a browser reconnects after the stream ends (a restart, a deploy).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
-
-/// What the streams share: how many may be open, their heartbeat, and the stop that ends them.
-#[derive(Clone)]
-pub struct EventStreams {
-    slots: Arc<Semaphore>,
-    max: usize,
-    heartbeat: Duration,
-    stopping: CancellationToken,
-}
-
-impl EventStreams {
-    pub fn new(max: usize, heartbeat: Duration, stopping: CancellationToken) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(max)),
-            max,
-            heartbeat,
-            stopping,
-        }
-    }
-}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(item_events))
@@ -85,18 +64,15 @@ async fn item_events(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let streams = &state.event_streams;
-    let slot = Arc::clone(&streams.slots)
-        .try_acquire_owned()
-        .map_err(|_| AppError::TooManyStreams { max: streams.max })?;
+    let slot = streams.slot()?;
     // Bytes that are not text are no position either: the feed answers them with `reset`.
     let resume = headers
         .get("last-event-id")
         .map(|value| String::from_utf8_lossy(value.as_bytes()));
     let subscription = state.store.changes().subscribe(resume.as_deref());
-    let events = events(Arc::clone(&state.store), subscription, slot)
-        .take_until(streams.stopping.clone().cancelled_owned());
+    let events = events(Arc::clone(&state.store), subscription, slot).take_until(streams.stopped());
     let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(streams.heartbeat))
+        .keep_alive(KeepAlive::new().interval(streams.heartbeat()))
         .into_response();
     // Proxies that honour it (Nginx does) pass each event on at once instead of buffering.
     response
@@ -190,7 +166,7 @@ fn named(name: &'static str, data: &impl Serialize) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::changes::Position;
+    use crate::feed::Position;
 
     fn render(event: &FeedEvent) -> String {
         use http_body_util::BodyExt;

@@ -16,14 +16,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use crate::domain::{IdempotencyKey, ItemText, TextError};
 use crate::http::error::{AppError, ErrorBody, FieldError, ValidationBody};
 use crate::http::extract::{JsonBody, int_param};
+use crate::http::list_cache::Listing;
 use crate::http::state::AppState;
-use crate::store::list_cache::Listing;
 use crate::store::{Item, MAX_LIMIT, Once, Page};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -311,41 +308,6 @@ fn created(item: &Item, replayed: bool) -> Response {
         Json(item),
     )
         .into_response()
-}
-
-/// The idempotency keys whose create is running in this process. A second request with one of
-/// them gets 409 until the first has its answer (the draft's "still being processed"); across
-/// replicas the database makes the later one wait and then replays the first.
-#[derive(Debug, Default)]
-pub struct KeysInFlight(Mutex<HashSet<String>>);
-
-impl KeysInFlight {
-    fn claim(self: &Arc<Self>, key: &str) -> Result<KeyClaim, AppError> {
-        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if !running.insert(key.to_owned()) {
-            return Err(AppError::KeyInFlight);
-        }
-        Ok(KeyClaim {
-            keys: Arc::clone(self),
-            key: key.to_owned(),
-        })
-    }
-}
-
-/// Holds a key in `KeysInFlight` until dropped (answered, or the request abandoned).
-struct KeyClaim {
-    keys: Arc<KeysInFlight>,
-    key: String,
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        self.keys
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
-    }
 }
 
 /// Get one item.

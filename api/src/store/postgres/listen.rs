@@ -17,8 +17,10 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres::types::Type;
 
 use super::connect::{Connection, Target};
-use super::{RETRY_FIRST, RETRY_MAX, Shared, item_from_row, read_revision};
-use crate::store::changes::{Change, ChangeFeed, Position};
+use super::item_from_row;
+use super::pool::{RETRY_FIRST, RETRY_MAX, Shared};
+use super::revision::read_revision;
+use crate::feed::{Change, ChangeFeed, Position};
 use crate::store::{Item, error_chain};
 
 /// Announcements handled together: their items are read in one query.

@@ -9,7 +9,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::store::{AppRole, RoleCreation};
+use crate::maintenance::{AppRole, RoleCreation};
 
 struct Migration {
     sql: &'static str,

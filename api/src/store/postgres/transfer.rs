@@ -12,8 +12,8 @@ use super::connect::DirectConnection as Connection;
 use super::schema::{self, SchemaError};
 use super::{SCHEMA_VERSION, Target, item_from_row, text};
 use crate::store::Item;
+use crate::store::bulk::{BATCH, Reader, StoredKey, TransferError, Writer};
 use crate::store::error_chain;
-use crate::store::transfer::{BATCH, Reader, StoredKey, TransferError, Writer};
 
 async fn connect(target: &Target) -> Result<Connection, TransferError> {
     Connection::open(target).await.map_err(TransferError::new)

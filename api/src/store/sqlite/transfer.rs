@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::backup::{highest_id_ever, raise_id_sequence};
 use super::{SCHEMA_VERSION, item_from_row, known_schema_version};
 use crate::store::Item;
-use crate::store::transfer::{BATCH, Reader, StoredKey, TransferError, Writer};
+use crate::store::bulk::{BATCH, Reader, StoredKey, TransferError, Writer};
 
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

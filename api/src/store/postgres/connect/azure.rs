@@ -29,8 +29,6 @@ use tokio::net::TcpStream;
 pub const RESOURCE: &str = "https://ossrdbms-aad.database.windows.net";
 /// The same resource as an OAuth 2.0 scope (Entra ID's v2 endpoint).
 pub const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
-/// Entra ID in Azure's public cloud; the AKS webhook sets `AZURE_AUTHORITY_HOST` to the cloud's own.
-pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 const API_VERSION: &str = "2019-08-01";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const MIN_VALIDITY: Duration = Duration::from_secs(5 * 60);
@@ -444,6 +442,7 @@ fn tls_config() -> rustls::ClientConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::settings::DEFAULT_AUTHORITY_HOST;
 
     #[test]
     fn the_endpoint_must_be_local_http_with_a_secret() {

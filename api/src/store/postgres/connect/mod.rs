@@ -24,7 +24,11 @@ use tokio_postgres::config::{Host, SslMode as DriverSslMode};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::azure::{EntraIdentity, ManagedIdentity, WorkloadIdentity};
+pub mod azure;
+
+use azure::{EntraIdentity, ManagedIdentity, WorkloadIdentity};
+
+use crate::store::settings::SignIn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -60,21 +64,6 @@ impl SslMode {
     }
 }
 
-/// How to sign in when the URL carries no password.
-#[derive(Debug, Clone, Default)]
-pub enum Credentials {
-    /// Nothing more: the URL's password, or none (trust or peer authentication).
-    #[default]
-    None,
-    /// `DATABASE_PASSWORD_FILE`.
-    File(PathBuf),
-    /// `DATABASE_AUTH=azure-managed-identity`: an Entra ID token as the password.
-    ManagedIdentity(ManagedIdentity),
-    /// `DATABASE_AUTH=azure-workload-identity`: an Entra ID token, for the pod's federated
-    /// service account token, as the password.
-    WorkloadIdentity(WorkloadIdentity),
-}
-
 /// Where each new connection's password comes from.
 #[derive(Clone)]
 enum Password {
@@ -103,7 +92,7 @@ impl Target {
     /// Parses `postgres://` / `postgresql://` URLs as libpq does. Errors name the problem, never the
     /// password.
     /// `setting` names where the URL came from (`DATABASE_URL`, `--from`, ...) in messages.
-    pub fn parse(url: &str, setting: &str, credentials: &Credentials) -> Result<Self, String> {
+    pub fn parse(url: &str, setting: &str, sign_in: &SignIn) -> Result<Self, String> {
         // The driver only knows the lowercase schemes.
         let url = match url.split_once("://") {
             Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
@@ -169,20 +158,40 @@ impl Target {
             None | Some("system") => None,
             Some(file) => Some(Arc::new(read_certificates(setting, Path::new(file))?)),
         };
-        let password = match (config.get_password(), credentials) {
-            (None, Credentials::File(path)) => {
+        let password = match (config.get_password(), sign_in) {
+            (None, SignIn::Password { file: Some(path) }) => {
                 let password = read_password(path)?;
                 Password::File {
                     path: path.clone(),
                     last: Arc::new(Mutex::new(password)),
                 }
             }
-            (None, Credentials::ManagedIdentity(identity)) => {
-                Password::Token(EntraIdentity::Managed(identity.clone()))
-            }
-            (None, Credentials::WorkloadIdentity(identity)) => {
-                Password::Token(EntraIdentity::Workload(identity.clone()))
-            }
+            (
+                None,
+                SignIn::ManagedIdentity {
+                    endpoint,
+                    secret,
+                    client_id,
+                },
+            ) => Password::Token(EntraIdentity::Managed(ManagedIdentity::new(
+                endpoint,
+                secret,
+                client_id.as_deref(),
+            )?)),
+            (
+                None,
+                SignIn::WorkloadIdentity {
+                    authority_host,
+                    tenant_id,
+                    client_id,
+                    token_file,
+                },
+            ) => Password::Token(EntraIdentity::Workload(WorkloadIdentity::new(
+                authority_host,
+                tenant_id,
+                client_id,
+                token_file,
+            )?)),
             _ => Password::InUrl,
         };
         Ok(Self {
@@ -556,7 +565,7 @@ mod tests {
         let target = Target::parse(
             "postgresql://app:s3cr%40t@db.internal:6432/items?sslmode=require",
             "DATABASE_URL",
-            &Credentials::None,
+            &SignIn::default(),
         )
         .unwrap();
         assert_eq!(target.to_string(), "postgres://app@db.internal:6432/items");
@@ -568,7 +577,7 @@ mod tests {
     #[test]
     fn sslmode_defaults_to_prefer_and_every_libpq_verifying_mode_is_known() {
         let mode = |url: &str| {
-            Target::parse(url, "DATABASE_URL", &Credentials::None)
+            Target::parse(url, "DATABASE_URL", &SignIn::default())
                 .unwrap()
                 .ssl_mode()
         };
@@ -592,7 +601,7 @@ mod tests {
         let error = Target::parse(
             "postgres://app:pw@db/items?sslmode=maybe",
             "DATABASE_URL",
-            &Credentials::None,
+            &SignIn::default(),
         )
         .unwrap_err();
         assert!(error.contains("unknown sslmode \"maybe\""), "{error}");
@@ -609,7 +618,7 @@ mod tests {
             "postgres://app:hunter2@db/items?nosuchoption=1",
             "postgres://app:hunter2@db/items?sslmode=%zz",
         ] {
-            let error = Target::parse(url, "DATABASE_URL", &Credentials::None).unwrap_err();
+            let error = Target::parse(url, "DATABASE_URL", &SignIn::default()).unwrap_err();
             assert!(error.starts_with("DATABASE_URL"), "{url}: {error}");
             assert!(!error.contains("hunter2"), "{url}: {error}");
         }
@@ -620,7 +629,7 @@ mod tests {
         let target = Target::parse(
             "postgres://app@db/items?application_name=worker&connect_timeout=3&options=-c%20search_path%3Dt1",
             "DATABASE_URL",
-            &Credentials::None,
+            &SignIn::default(),
         )
         .unwrap();
         assert_eq!(target.config.get_application_name(), Some("worker"));
@@ -639,7 +648,9 @@ mod tests {
         let target = Target::parse(
             "postgres://app@db/items",
             "DATABASE_URL",
-            &Credentials::File(file.clone()),
+            &SignIn::Password {
+                file: Some(file.clone()),
+            },
         )
         .unwrap();
         assert!(
@@ -648,14 +659,18 @@ mod tests {
         let target = Target::parse(
             "postgres://app:inline@db/items",
             "DATABASE_URL",
-            &Credentials::File(file.clone()),
+            &SignIn::Password {
+                file: Some(file.clone()),
+            },
         )
         .unwrap();
         assert!(matches!(target.password, Password::InUrl));
         let error = Target::parse(
             "postgres://app@db/items",
             "DATABASE_URL",
-            &Credentials::File(dir.path().join("missing")),
+            &SignIn::Password {
+                file: Some(dir.path().join("missing")),
+            },
         )
         .unwrap_err();
         assert!(error.starts_with("DATABASE_PASSWORD_FILE"), "{error}");
@@ -671,7 +686,7 @@ mod tests {
                 "postgres://app@db/items?sslmode=verify-full&sslrootcert={}",
                 file.display()
             );
-            let error = Target::parse(&url, "DATABASE_URL", &Credentials::None).unwrap_err();
+            let error = Target::parse(&url, "DATABASE_URL", &SignIn::default()).unwrap_err();
             assert!(error.contains("sslrootcert"), "{error}");
         }
     }
@@ -687,7 +702,7 @@ mod tests {
             file.display()
         );
         assert_eq!(
-            Target::parse(&url, "DATABASE_URL", &Credentials::None)
+            Target::parse(&url, "DATABASE_URL", &SignIn::default())
                 .unwrap()
                 .ssl_mode(),
             SslMode::VerifyCa

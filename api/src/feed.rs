@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
-use super::{Item, Revision};
+use crate::store::{Item, Revision};
 
 /// Commits kept for clients that resume.
 const KEPT_COMMITS: usize = 1024;

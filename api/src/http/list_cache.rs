@@ -17,7 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 use futures_util::Stream;
 
-use super::{Item, ItemStore, MAX_LIMIT, Page, Revision, StoreError};
+use crate::store::{Item, ItemStore, MAX_LIMIT, Page, Revision, StoreError, error_chain};
 
 /// Distinct first pages kept at once (one per `limit` value).
 const MAX_ENTRIES: usize = 32;
@@ -280,7 +280,7 @@ fn stream_list(store: Arc<dyn ItemStore>, json: Vec<u8>, before: Option<i64>) ->
                 Some((Ok(Bytes::from(chunk)), reading))
             }
             Err(error) => {
-                tracing::warn!(error = %super::error_chain(&error), "a streamed list broke off");
+                tracing::warn!(error = %error_chain(&error), "a streamed list broke off");
                 reading.done = true;
                 Some((Err(error), reading))
             }
