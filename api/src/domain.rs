@@ -1,7 +1,23 @@
 //! Item rules shared by every layer: how text is cleaned, how timestamps are written, and what
 //! makes two create requests the same one (an idempotency key).
 
+use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// A stored item, exactly as the seed service returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Item {
+    /// Assigned by the database; never reused, higher is newer.
+    #[schema(example = 42)]
+    pub id: i64,
+    /// The trimmed text.
+    #[schema(example = "buy milk")]
+    pub text: String,
+    /// UTC creation time in Python isoformat with microseconds.
+    #[schema(example = "2026-01-02T03:04:05.123456+00:00")]
+    pub created_at: String,
+}
 
 /// Item text that has passed validation: trimmed like Python's `str.strip()`, not empty and not
 /// longer than the limit.

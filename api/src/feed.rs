@@ -13,7 +13,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
 
-use crate::store::{Item, Revision};
+use crate::domain::Item;
+
+/// A number that changes whenever the items change, and how many items there are then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision {
+    pub number: u64,
+    pub item_count: i64,
+}
 
 /// Commits kept for clients that resume.
 const KEPT_COMMITS: usize = 1024;

@@ -7,25 +7,8 @@ pub mod transfer;
 
 use crate::store::{Location, StoreSettings, postgres, sqlite};
 
+pub use crate::store::settings::{AppRole, RoleCreation};
 pub use crate::store::sqlite::backup::CopyReport;
-
-/// The role the service signs in as when another one migrates (Postgres), and how to create it
-/// when it does not exist yet.
-#[derive(Debug, Clone)]
-pub struct AppRole {
-    pub name: String,
-    pub create: RoleCreation,
-}
-
-#[derive(Debug, Clone)]
-pub enum RoleCreation {
-    /// It must exist already.
-    Existing,
-    /// A login with this password (created, or its password set to this one).
-    Password(String),
-    /// An Azure Database for PostgreSQL role for the Entra principal with this object id.
-    EntraObjectId(String),
-}
 
 /// Schema versions before and after `items-api migrate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +41,13 @@ pub async fn migrate(
                 to: to as i64,
             })
         }
-        Location::Postgres(target) => postgres::migrate(target, app_role).await,
+        Location::Postgres(target) => {
+            let migrated = postgres::migrate(target, app_role).await?;
+            Ok(MigrateReport {
+                from: migrated.from.into(),
+                to: migrated.to.into(),
+            })
+        }
     }
 }
 

@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::store::bulk;
 pub use crate::store::bulk::TransferError;
-use crate::store::{Item, Location};
+use crate::store::bulk::{Reader, Writer};
+use crate::store::{Item, Location, postgres, sqlite};
 
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +46,8 @@ pub async fn transfer(
             "--from and --to name the same database ({from})"
         )));
     }
-    let mut source = bulk::reader(from).await?;
-    let mut target = bulk::writer(to).await?;
+    let mut source = reader(from).await?;
+    let mut target = writer(to).await?;
     let total = source.total();
     let mut digest = Digest::default();
     progress(Progress { copied: 0, total });
@@ -69,7 +69,7 @@ pub async fn transfer(
     target.commit(highest_id_ever).await?;
 
     let copied = digest.finish();
-    let mut check = bulk::reader(to).await?;
+    let mut check = reader(to).await?;
     let mut read_back = Digest::default();
     while let Some(items) = check.next_batch().await? {
         read_back.add(&items);
@@ -88,6 +88,22 @@ pub async fn transfer(
         highest_id_ever,
         checksum: copied.1,
         elapsed: started.elapsed(),
+    })
+}
+
+/// Where a bulk copy reads from: a snapshot of the database at `location`.
+async fn reader(location: &Location) -> Result<Box<dyn Reader>, TransferError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::transfer::reader(path).await?),
+        Location::Postgres(target) => Box::new(postgres::transfer::reader(target).await?),
+    })
+}
+
+/// Where a bulk copy writes to: the empty database at `location`.
+async fn writer(location: &Location) -> Result<Box<dyn Writer>, TransferError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::transfer::writer(path).await?),
+        Location::Postgres(target) => Box::new(postgres::transfer::writer(target).await?),
     })
 }
 

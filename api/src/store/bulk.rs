@@ -1,10 +1,10 @@
 //! Bulk copies between databases: every item (and idempotency key) read from one snapshot, and
 //! written into an empty database in one transaction. Each backend implements both sides; the
-//! `transfer` and `backup` commands (maintenance/) drive them.
+//! `transfer` command (maintenance/) picks them and drives them.
 
 use async_trait::async_trait;
 
-use super::{Item, Location, postgres, sqlite};
+use super::Item;
 
 /// Items read and written per round.
 pub const BATCH: usize = 2000;
@@ -50,20 +50,4 @@ pub trait Writer: Send {
     async fn write_keys(&mut self, keys: Vec<StoredKey>) -> Result<(), TransferError>;
     /// Moves the id sequence past `highest_id_ever` and commits.
     async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError>;
-}
-
-/// Where a bulk copy reads from: a snapshot of the database at `location`.
-pub async fn reader(location: &Location) -> Result<Box<dyn Reader>, TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(sqlite::transfer::reader(path).await?),
-        Location::Postgres(target) => Box::new(postgres::transfer::reader(target).await?),
-    })
-}
-
-/// Where a bulk copy writes to: the empty database at `location`.
-pub async fn writer(location: &Location) -> Result<Box<dyn Writer>, TransferError> {
-    Ok(match location {
-        Location::Sqlite(path) => Box::new(sqlite::transfer::writer(path).await?),
-        Location::Postgres(target) => Box::new(postgres::transfer::writer(target).await?),
-    })
 }

@@ -25,22 +25,10 @@ use utoipa::ToSchema;
 use crate::domain::{IdempotencyKey, ItemText};
 use crate::feed::ChangeFeed;
 
+pub use crate::domain::Item;
+pub use crate::feed::Revision;
 pub use location::{Location, LocationError};
-pub use settings::StoreSettings;
-
-/// A stored item, exactly as the seed service returned it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Item {
-    /// Assigned by the database; never reused, higher is newer.
-    #[schema(example = 42)]
-    pub id: i64,
-    /// The trimmed text.
-    #[schema(example = "buy milk")]
-    pub text: String,
-    /// UTC creation time in Python isoformat with microseconds.
-    #[schema(example = "2026-01-02T03:04:05.123456+00:00")]
-    pub created_at: String,
-}
+use settings::{PoolOptions, SqliteOptions};
 
 /// What a create with an idempotency key did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,13 +64,6 @@ pub struct Page {
     pub limit: Option<u32>,
     /// Only items with an id below this one (keyset pagination).
     pub before: Option<i64>,
-}
-
-/// A number that changes whenever the items change, and how many items there are then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Revision {
-    pub number: u64,
-    pub item_count: i64,
 }
 
 /// What the readiness check reports about the database.
@@ -245,6 +226,16 @@ pub trait ItemStore: Send + Sync + 'static {
 
     /// Finishes pending writes and releases the database.
     async fn close(&self);
+}
+
+/// Settings every backend draws from; each reads the part that concerns it.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub location: Location,
+    /// Postgres: where to listen for changes, when not at `location`.
+    pub listen: Option<postgres::Target>,
+    pub sqlite: SqliteOptions,
+    pub postgres: PoolOptions,
 }
 
 /// Why the store could not be opened; the message says what to change.

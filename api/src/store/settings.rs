@@ -4,19 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Location;
-use super::postgres::Target;
-
-/// Settings every backend draws from; each reads the part that concerns it.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    pub location: Location,
-    /// Postgres: where to listen for changes, when not at `location`.
-    pub listen: Option<Target>,
-    pub sqlite: SqliteOptions,
-    pub postgres: PoolOptions,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JournalMode {
     /// Write-ahead log: readers never block on the writer. Needs a local filesystem.
@@ -119,4 +106,22 @@ impl std::fmt::Debug for SignIn {
                 .finish(),
         }
     }
+}
+
+/// The role the service signs in as when another one migrates (Postgres), and how to create it
+/// when it does not exist yet.
+#[derive(Debug, Clone)]
+pub struct AppRole {
+    pub name: String,
+    pub create: RoleCreation,
+}
+
+#[derive(Debug, Clone)]
+pub enum RoleCreation {
+    /// It must exist already.
+    Existing,
+    /// A login with this password (created, or its password set to this one).
+    Password(String),
+    /// An Azure Database for PostgreSQL role for the Entra principal with this object id.
+    EntraObjectId(String),
 }

@@ -168,8 +168,15 @@ async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend
         );
         assert!(ready.id.is_some(), "ready names a position");
     }
+    // Each change is read before the next is made: on Postgres the listener reads an announced
+    // item when the announcement arrives, and one already deleted again is left out (documented).
     let item = app.add("buy milk").await;
     let id = item["id"].as_i64().unwrap();
+    for stream in &mut streams {
+        let created = stream.next().await;
+        assert_eq!(created.name, "created", "{created:?}");
+        assert_eq!(created.data, json!({"item": item, "total": 1}));
+    }
     let edited = json_of(
         app.client
             .patch(app.url(&format!("/api/items/{id}")))
@@ -179,15 +186,14 @@ async fn every_change_arrives_on_every_stream_with_the_new_total(#[case] backend
             .unwrap(),
     )
     .await;
-    let deleted = app.delete(&format!("/api/items/{id}")).await;
-    assert_eq!(deleted.status(), 204);
     for stream in &mut streams {
-        let created = stream.next().await;
-        assert_eq!(created.name, "created", "{created:?}");
-        assert_eq!(created.data, json!({"item": item, "total": 1}));
         let updated = stream.next().await;
         assert_eq!(updated.name, "updated");
         assert_eq!(updated.data, json!({"item": edited, "total": 1}));
+    }
+    let deleted = app.delete(&format!("/api/items/{id}")).await;
+    assert_eq!(deleted.status(), 204);
+    for stream in &mut streams {
         let gone = stream.next().await;
         assert_eq!(gone.name, "deleted");
         assert_eq!(gone.data, json!({"id": id, "total": 0}));

@@ -4,9 +4,16 @@
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
-use super::Target;
-use super::pool::PrepareError;
+use super::connect::Target;
 use crate::store::{StoreError, error_chain};
+
+/// Why connecting and migrating failed.
+pub(super) enum PrepareError {
+    /// Retrying cannot help: the settings or the database must change.
+    Fatal(String),
+    /// The server is not reachable (yet).
+    Retry(String),
+}
 
 /// Sorts a driver error into "try again later" (503) and "broken" (500).
 pub(super) fn classify(error: tokio_postgres::Error) -> StoreError {

@@ -10,6 +10,8 @@ use tokio_postgres::types::Type;
 use super::pool::Shared;
 use crate::store::{KEY_RETENTION, StoreError};
 
+/// Requests waiting for the inserting task (or for a revision); past this, they wait to queue.
+pub(super) const INSERT_QUEUE: usize = 4096;
 /// Rows inserted by one statement at most.
 const MAX_BATCH: usize = 512;
 

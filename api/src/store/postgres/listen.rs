@@ -17,9 +17,9 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres::types::Type;
 
 use super::connect::{Connection, Target};
-use super::item_from_row;
 use super::pool::{RETRY_FIRST, RETRY_MAX, Shared};
 use super::revision::read_revision;
+use super::text::item_from_row;
 use crate::feed::{Change, ChangeFeed, Position};
 use crate::store::{Item, error_chain};
 

@@ -42,17 +42,17 @@ use super::{
 };
 use crate::domain::{IdempotencyKey, ItemText, now_timestamp};
 use crate::feed::{ChangeFeed, Position};
-use inserts::{Inserted, PendingInsert, insert_batches};
+use errors::PrepareError;
+use inserts::{INSERT_QUEUE, Inserted, PendingInsert, insert_batches};
 use keys::forget_old_keys;
-use pool::{Effect, PrepareError, Shared, build_pool, keep_connecting};
+use pool::{Effect, Shared, build_pool, keep_connecting};
 use revision::{RevisionReply, read_revisions};
+use text::item_from_row;
 
 pub use connect::{SslMode, Target};
 
 pub use super::settings::PoolOptions;
 pub use schema::SCHEMA_VERSION;
-/// Requests waiting for the inserting task (or for a revision); past this, they wait to queue.
-const INSERT_QUEUE: usize = 4096;
 /// How long a readiness probe waits for the server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -182,8 +182,8 @@ impl PostgresStore {
 /// rights.
 pub async fn migrate(
     target: &Target,
-    app_role: Option<&crate::maintenance::AppRole>,
-) -> Result<crate::maintenance::MigrateReport, String> {
+    app_role: Option<&super::settings::AppRole>,
+) -> Result<schema::Migrated, String> {
     let mut connection = connect::DirectConnection::open(target).await?;
     let migrated = schema::migrate(&mut connection.client)
         .await
@@ -193,10 +193,7 @@ pub async fn migrate(
             .await
             .map_err(|error| error.describe(target))?;
     }
-    Ok(crate::maintenance::MigrateReport {
-        from: migrated.from.into(),
-        to: migrated.to.into(),
-    })
+    Ok(migrated)
 }
 
 #[async_trait]
@@ -396,12 +393,4 @@ impl ItemStore for PostgresStore {
         self.key_sweeper.abort();
         self.shared.pool.close();
     }
-}
-
-fn item_from_row(row: &tokio_postgres::Row) -> Result<Item, tokio_postgres::Error> {
-    Ok(Item {
-        id: row.try_get(0)?,
-        text: text::decode(row.try_get(1)?),
-        created_at: text::decode(row.try_get(2)?),
-    })
 }

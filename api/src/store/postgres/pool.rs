@@ -11,10 +11,11 @@ use deadpool_postgres::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::errors::{classify, prepare_error};
+use super::connect::Target;
+use super::errors::{PrepareError, classify, prepare_error};
 use super::schema::{self, SchemaError};
-use super::{PoolOptions, Target};
 use crate::store::StoreError;
+use crate::store::settings::PoolOptions;
 
 /// How long asking the server to cancel a statement may take.
 pub(super) const CANCEL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -36,14 +37,6 @@ pub(super) struct Shared {
     pub(super) pool_waits: AtomicU64,
     /// Requests that waited out `wait_timeout` and got a 503.
     pub(super) pool_timeouts: AtomicU64,
-}
-
-/// Why connecting and migrating failed.
-pub(super) enum PrepareError {
-    /// Retrying cannot help: the settings or the database must change.
-    Fatal(String),
-    /// The server is not reachable (yet).
-    Retry(String),
 }
 
 pub(super) fn build_pool(target: &Target, options: &PoolOptions) -> Result<Pool, String> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::INSERT_QUEUE;
+use super::inserts::INSERT_QUEUE;
 use super::pool::Shared;
 use crate::store::{Revision, StoreError};
 

@@ -9,7 +9,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::maintenance::{AppRole, RoleCreation};
+use crate::store::settings::{AppRole, RoleCreation};
 
 struct Migration {
     sql: &'static str,

@@ -6,6 +6,7 @@
 //! use, so stored texts are unchanged in practice; only what is read through this module is
 //! decoded.
 
+use crate::domain::Item;
 use std::borrow::Cow;
 
 const ESCAPE: char = '\u{FFFF}';
@@ -46,6 +47,15 @@ pub fn decode(stored: String) -> String {
         }
     }
     text
+}
+
+/// An item as a statement read it back (`id, text, created_at`).
+pub(super) fn item_from_row(row: &tokio_postgres::Row) -> Result<Item, tokio_postgres::Error> {
+    Ok(Item {
+        id: row.try_get(0)?,
+        text: decode(row.try_get(1)?),
+        created_at: decode(row.try_get(2)?),
+    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@ use tokio_postgres::RowStream;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::connect::DirectConnection as Connection;
+use super::connect::Target;
+use super::schema::SCHEMA_VERSION;
 use super::schema::{self, SchemaError};
-use super::{SCHEMA_VERSION, Target, item_from_row, text};
+use super::text::{self, item_from_row};
 use crate::store::Item;
 use crate::store::bulk::{BATCH, Reader, StoredKey, TransferError, Writer};
 use crate::store::error_chain;

@@ -7,6 +7,7 @@
 //! they read the last committed snapshot and never wait for the writer.
 
 pub mod backup;
+mod errors;
 mod open;
 mod readers;
 mod schema;
@@ -27,9 +28,10 @@ pub use super::settings::{JournalMode, SqliteOptions, Synchronous};
 use super::{DatabaseStatus, Item, ItemStore, Once, Page, Revision, StoreError, error_chain};
 use crate::domain::{IdempotencyKey, ItemText};
 use crate::feed::ChangeFeed;
+pub use errors::OpenError;
 use open::journal_mode_sql;
 pub(crate) use open::open_for_writing;
-pub use open::{OpenError, claim_owner_lock, migrate_file, owner_lock_path};
+pub use open::{claim_owner_lock, migrate_file, owner_lock_path};
 use readers::ReaderPool;
 pub(crate) use readers::item_from_row;
 pub use schema::{SCHEMA_VERSION, check_items_table, known_schema_version};

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::open::OpenError;
+use super::errors::OpenError;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 pub(super) const MIGRATIONS: &[&str] = &[
