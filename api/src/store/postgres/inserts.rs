@@ -66,16 +66,20 @@ pub(super) async fn insert_batches(shared: Arc<Shared>, mut queue: mpsc::Receive
     }
 }
 
+/// The texts and creation times of a batch, in request order.
+fn texts_and_times(batch: &[PendingInsert]) -> (Vec<&str>, Vec<&str>) {
+    batch
+        .iter()
+        .map(|insert| (insert.text.as_str(), insert.created_at.as_str()))
+        .unzip()
+}
+
 /// Creates without keys: the statement the service ran before keys existed.
 async fn insert_plain(
     shared: &Shared,
     batch: &[PendingInsert],
 ) -> Result<Vec<Inserted>, StoreError> {
-    let texts: Vec<&str> = batch.iter().map(|insert| insert.text.as_str()).collect();
-    let created: Vec<&str> = batch
-        .iter()
-        .map(|insert| insert.created_at.as_str())
-        .collect();
+    let (texts, created) = texts_and_times(batch);
     shared
         .write(async |client| {
             let rows = client
@@ -109,11 +113,7 @@ async fn insert_keyed(
     shared: &Shared,
     batch: &[PendingInsert],
 ) -> Result<Vec<Inserted>, StoreError> {
-    let texts: Vec<&str> = batch.iter().map(|insert| insert.text.as_str()).collect();
-    let created: Vec<&str> = batch
-        .iter()
-        .map(|insert| insert.created_at.as_str())
-        .collect();
+    let (texts, created) = texts_and_times(batch);
     let keys: Vec<Option<&str>> = batch
         .iter()
         .map(|insert| insert.key.as_ref().map(|(key, _)| key.as_str()))
