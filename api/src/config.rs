@@ -139,6 +139,12 @@ pub struct Config {
           value_parser = parse_bind_addr)]
     pub bind_addr: SocketAddr,
 
+    /// Where to serve Prometheus metrics (`/metrics`), IP:PORT or HOST:PORT, apart from the public
+    /// port so a proxy in front never exposes them. Unset or empty: no metrics are kept at all.
+    #[arg(help_heading = "Serving", long, env = "METRICS_ADDR", value_parser = parse_optional_addr,
+          default_value = "", hide_default_value = true)]
+    pub metrics_addr: MaybeAddr,
+
     /// SQLite database file; its directory is created when missing.
     #[arg(
         help_heading = "Database",
@@ -733,6 +739,17 @@ fn parse_bind_addr(value: &str) -> Result<SocketAddr, String> {
     addrs
         .next()
         .ok_or_else(|| format!("{host:?} in {value:?} resolves to no address"))
+}
+
+/// An address, or none (an empty value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(value: &str) -> Result<MaybeAddr, String> {
+    if value.is_empty() {
+        return Ok(MaybeAddr(None));
+    }
+    parse_bind_addr(value).map(|addr| MaybeAddr(Some(addr)))
 }
 
 /// An empty value (e.g. `BUILD_VERSION=` from an unset build argument) means the baked-in one.

@@ -17,6 +17,8 @@ pub mod feed;
 pub mod http;
 /// `migrate`, `backup`, `restore` and `transfer`: the commands run beside the service.
 pub mod maintenance;
+/// What is counted and measured, by name (Prometheus).
+pub mod metrics;
 /// Logging and the container health-check client.
 pub mod ops;
 /// `Application`: start, serve, stop.

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::{AppEnv, Config};
 use crate::http::{AppState, BodyLimits, EventStreams, RouterOptions, ServiceInfo, app, server};
+use crate::ops;
 use crate::store::{self, ItemStore, LocationError, OpenError};
 
 /// Why the service could not start. Each message says what to change.
@@ -21,6 +22,8 @@ pub enum StartupError {
     Settings(#[from] LocationError),
     #[error(transparent)]
     Database(#[from] OpenError),
+    #[error("{0}")]
+    Metrics(String),
     #[error("cannot listen on {addr}: {cause}{hint}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +54,7 @@ impl StartupError {
     pub fn is_setting(&self) -> bool {
         match self {
             Self::Settings(_) | Self::Bind { .. } => true,
+            Self::Metrics(_) => false,
             Self::Database(error) => error.is_setting(),
         }
     }
@@ -58,6 +62,8 @@ impl StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    /// With METRICS_ADDR: its listener and the recorder's handle.
+    metrics: Option<Metrics>,
     router: Router,
     store: Arc<dyn ItemStore>,
     info: Arc<ServiceInfo>,
@@ -65,6 +71,12 @@ pub struct Application {
     shutdown_drain: Duration,
     shutdown_timeout: Duration,
     stopping: CancellationToken,
+    backend: &'static str,
+}
+
+struct Metrics {
+    listener: TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Application {
@@ -75,6 +87,15 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|cause| StartupError::bind(config.bind_addr, cause))?;
+        let metrics = match config.metrics_addr.0 {
+            Some(addr) => Some(Metrics {
+                listener: TcpListener::bind(addr)
+                    .await
+                    .map_err(|cause| StartupError::bind(addr, cause))?,
+                handle: ops::metrics::install().map_err(StartupError::Metrics)?,
+            }),
+            None => None,
+        };
         tracing::info!(backend = settings.location.backend(), database = %settings.location, "opening the database");
         let store = store::open(&settings).await?;
         let body_limits = BodyLimits {
@@ -121,8 +142,11 @@ impl Application {
             request_timeout: config.request_timeout(),
             static_dir: config.static_dir().cloned(),
         };
+        metrics::gauge!(crate::metrics::STREAMS_LIMIT).set(max_event_streams as f64);
         Ok(Self {
             listener,
+            metrics,
+            backend: settings.location.backend(),
             router: app(state, options),
             store,
             info,
@@ -164,6 +188,23 @@ impl Application {
             trigger.cancel();
         });
         tracing::info!(addr = %self.local_addr(), "listening");
+        let metrics = self.metrics.map(|metrics| {
+            if let Ok(addr) = metrics.listener.local_addr() {
+                tracing::info!(%addr, "serving metrics");
+            }
+            let build = ops::metrics::BuildInfo {
+                version: self.info.version.clone(),
+                vcs_ref: self.info.vcs_ref.clone(),
+                backend: self.backend,
+            };
+            tokio::spawn(ops::metrics::serve(
+                metrics.listener,
+                metrics.handle,
+                Arc::clone(&self.store),
+                build,
+                stopping.clone(),
+            ))
+        });
         let grace = self.shutdown_timeout;
         let finished =
             server::serve(self.listener, self.router, self.limits, stopping, grace).await;
@@ -172,6 +213,9 @@ impl Application {
                 grace_seconds = grace.as_secs(),
                 "requests still running after the grace period; closing them"
             );
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         self.store.close().await;
         tracing::info!("stopped");

@@ -17,6 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::metrics;
 use crate::store::{Item, ItemStore, MAX_LIMIT, Page, Revision, StoreError, error_chain};
 
 /// Distinct first pages kept at once (one per `limit` value).
@@ -307,6 +308,12 @@ struct Entries {
     bodies: HashMap<Option<u32>, ListBody>,
 }
 
+fn count_lookup(result: &'static str) {
+    if metrics::enabled() {
+        ::metrics::counter!(metrics::LIST_CACHE_REQUESTS, "result" => result).increment(1);
+    }
+}
+
 impl ListCache {
     /// The cached body for this revision and page size, or `build`'s result (then cached).
     /// Without a revision (the store cannot tell when data changes) nothing is cached.
@@ -327,13 +334,16 @@ impl ListCache {
             return Ok(ListBody::plain(build.await?, None));
         };
         if let Some(hit) = self.lookup(revision, limit) {
+            count_lookup("hit");
             return Ok(hit);
         }
         let _rebuilding = self.rebuilding.lock().await;
         // Whoever held the lock may have built exactly this entry.
         if let Some(hit) = self.lookup(revision, limit) {
+            count_lookup("hit");
             return Ok(hit);
         }
+        count_lookup("miss");
         let json = build.await?;
         // Compressed only what will be kept: a body too big for the cache is sent as it is.
         let body = if json.len() <= MAX_BYTES {

@@ -15,6 +15,7 @@
 //! - **Stopping:** connections with no request running (idle, or a head half sent) are closed
 //!   at once; the others finish their response (graceful shutdown) within the grace period.
 
+use crate::metrics;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -103,15 +104,25 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
+        let measured = metrics::enabled();
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            if measured {
+                ::metrics::counter!(metrics::CONNECTIONS_REFUSED).increment(1);
+            }
             connections.spawn(refuse(tcp, peer));
             continue;
         };
+        if measured {
+            ::metrics::gauge!(metrics::CONNECTIONS_OPEN).increment(1.0);
+        }
         drop_unacknowledging_peers(&tcp, limits.send_timeout);
         let (router, stopping) = (router.clone(), stopping.clone());
         connections.spawn(async move {
             serve_connection(tcp, router, limits, stopping).await;
             drop(slot);
+            if measured {
+                ::metrics::gauge!(metrics::CONNECTIONS_OPEN).decrement(1.0);
+            }
         });
     }
     drop(listener);

@@ -8,6 +8,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::http::error::AppError;
+use crate::metrics;
+
+/// One stream's slot, free again when dropped (the stream ended).
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    measured: bool,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if self.measured {
+            ::metrics::gauge!(metrics::STREAMS_OPEN).decrement(1.0);
+        }
+    }
+}
 
 pub struct EventStreams {
     slots: Arc<Semaphore>,
@@ -27,10 +42,25 @@ impl EventStreams {
     }
 
     /// A slot for one more stream, held for as long as it lives; refused past `MAX_EVENT_STREAMS`.
-    pub fn slot(&self) -> Result<OwnedSemaphorePermit, AppError> {
-        Arc::clone(&self.slots)
-            .try_acquire_owned()
-            .map_err(|_| AppError::TooManyStreams { max: self.max })
+    pub fn slot(&self) -> Result<StreamSlot, AppError> {
+        let measured = metrics::enabled();
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => {
+                if measured {
+                    ::metrics::gauge!(metrics::STREAMS_OPEN).increment(1.0);
+                }
+                Ok(StreamSlot {
+                    _permit: permit,
+                    measured,
+                })
+            }
+            Err(_) => {
+                if measured {
+                    ::metrics::counter!(metrics::STREAMS_REFUSED).increment(1);
+                }
+                Err(AppError::TooManyStreams { max: self.max })
+            }
+        }
     }
 
     /// How often an idle stream gets a comment line.

@@ -4,5 +4,7 @@
 pub mod healthcheck;
 /// Batched, non-blocking log output.
 pub mod log_writer;
+/// Prometheus' exposition on METRICS_ADDR.
+pub mod metrics;
 /// Logging setup and the access log.
 pub mod telemetry;

@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use axum::extract::Request;
+use std::sync::LazyLock;
+
+use axum::extract::{MatchedPath, Request};
 use axum::http::Version;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -21,10 +23,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::metrics;
 use crate::ops::log_writer::{self, FlushGuard};
 
 /// The target of the access line: `RUST_LOG=info,items_api::access=warn` turns it off alone.
 const ACCESS_TARGET: &str = "items_api::access";
+
+/// The route label of a request no route matched (the page's files, a 404).
+const UNMATCHED: &str = "unmatched";
+
+/// Requests in progress; created on first use, after the recorder is installed.
+static ACTIVE_REQUESTS: LazyLock<::metrics::Gauge> =
+    LazyLock::new(|| ::metrics::gauge!(metrics::HTTP_ACTIVE_REQUESTS));
 
 /// Why a request failed on the server side, attached to the response by whoever produced the
 /// 5xx and written by the access log. Never sent to the client.
@@ -79,8 +89,26 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default();
     let path = uri.path();
+    let measured = metrics::enabled();
+    // The route template, never the path: ids must not multiply the series.
+    let route = measured
+        .then(|| request.extensions().get::<MatchedPath>().cloned())
+        .flatten();
+    if measured {
+        ACTIVE_REQUESTS.increment(1.0);
+    }
     let span = tracing::debug_span!("request", %method, path, request_id);
     let response = next.run(request).instrument(span).await;
+    if measured {
+        ACTIVE_REQUESTS.decrement(1.0);
+        let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        metrics::REQUESTS.record(
+            &method,
+            route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
 
     let status = response.status().as_u16();
     // Rounded to microseconds so logs show 0.261, not 0.26099999999999995.

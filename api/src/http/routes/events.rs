@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt, stream};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +18,8 @@ use utoipa_axum::routes;
 use crate::feed::{Change, ChangeFeed, FeedEvent, Subscription};
 use crate::http::error::AppError;
 use crate::http::state::AppState;
+use crate::http::streams::StreamSlot;
+use crate::metrics;
 use crate::store::{Item, ItemStore};
 
 /// How soon a browser reconnects after the stream ends (a restart, a deploy).
@@ -85,7 +86,7 @@ async fn item_events(
 fn events(
     store: Arc<dyn ItemStore>,
     subscription: Subscription,
-    slot: OwnedSemaphorePermit,
+    slot: StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let Subscription { first, live } = subscription;
     let reconnect = Event::default().retry(RECONNECT_AFTER).comment("");
@@ -107,6 +108,32 @@ fn events(
         .map(Ok)
 }
 
+/// Counts what one feed event sends, by SSE event type.
+fn count_sent(event: &FeedEvent) {
+    let sent = |name: &'static str, events: usize| {
+        ::metrics::counter!(metrics::EVENTS_SENT, "event" => name).increment(events as u64);
+    };
+    match event {
+        FeedEvent::Ready { .. } => sent("ready", 1),
+        FeedEvent::Reset { .. } => {
+            sent("reset", 1);
+            ::metrics::counter!(metrics::EVENT_RESETS).increment(1);
+        }
+        FeedEvent::Commit { changes, .. } => {
+            for change in changes.iter() {
+                sent(
+                    match change {
+                        Change::Created(_) => "created",
+                        Change::Updated(_) => "updated",
+                        Change::Deleted(_) => "deleted",
+                    },
+                    1,
+                );
+            }
+        }
+    }
+}
+
 /// A subscriber too slow to take every event is told to read the list again.
 fn behind(feed: &ChangeFeed) -> FeedEvent {
     FeedEvent::Reset {
@@ -119,6 +146,9 @@ fn behind(feed: &ChangeFeed) -> FeedEvent {
 /// One feed event as SSE events: the id (the position after it) goes on the last, so a client
 /// that reconnects mid-commit gets the whole commit again rather than half of it.
 fn to_sse(event: &FeedEvent) -> Vec<Event> {
+    if metrics::enabled() {
+        count_sent(event);
+    }
     let position = event.position().to_string();
     let mut events = match event {
         FeedEvent::Ready { total, .. } => {

@@ -21,6 +21,7 @@ use super::pool::{RETRY_FIRST, RETRY_MAX, Shared};
 use super::revision::read_revision;
 use super::text::item_from_row;
 use crate::feed::{Change, ChangeFeed, Position};
+use crate::metrics;
 use crate::store::{Item, error_chain};
 
 /// Announcements handled together: their items are read in one query.
@@ -60,6 +61,7 @@ pub(super) async fn listen(
     let connector = target.connector();
     let mut pause = RETRY_FIRST;
     let mut last_error = String::new();
+    let mut sessions = 0_u64;
     loop {
         // The schema the trigger belongs to is in place once the store is ready.
         if !shared.ready.load(Ordering::Acquire) {
@@ -75,7 +77,9 @@ pub(super) async fn listen(
         config.application_name(&name);
         let error = match connector.open(&config).await {
             Ok((client, connection)) => {
+                sessions += 1;
                 let session = Listening {
+                    reconnecting: sessions > 1,
                     client: &client,
                     feed: &feed,
                     timeout: shared.options.statement_timeout,
@@ -99,6 +103,8 @@ pub(super) async fn listen(
 }
 
 struct Listening<'a> {
+    /// Not the first connection this listener made.
+    reconnecting: bool,
     client: &'a tokio_postgres::Client,
     feed: &'a ChangeFeed,
     timeout: Duration,
@@ -115,6 +121,9 @@ impl Listening<'_> {
                 *pause = RETRY_FIRST;
                 self.listening.send_replace(true);
                 tracing::info!(feed = %position, "listening for changes");
+                if self.reconnecting && metrics::enabled() {
+                    ::metrics::counter!(metrics::LISTEN_RECONNECTS).increment(1);
+                }
                 let mut batch = Vec::with_capacity(BATCH);
                 loop {
                     if received.recv_many(&mut batch, BATCH).await == 0 {

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::readers::item_from_row;
 use crate::domain::{IdempotencyKey, ItemText, now_timestamp};
 use crate::feed::{Change, ChangeFeed, Position};
+use crate::metrics;
 use crate::store::{Item, KEY_RETENTION, Once, Revision, StoreError};
 
 /// Upper bound on writes committed together, so one transaction stays short.
@@ -241,10 +242,16 @@ pub(super) fn commit_writes(
         }
     }
     let changed = applied.iter().any(Applied::changed_an_item);
+    let started = std::time::Instant::now();
     let committed = match aborted {
         Some(error) => Err(error),
         None => tx.commit(),
     };
+    if metrics::enabled() {
+        ::metrics::histogram!(metrics::SQLITE_BATCH_SIZE).record(applied.len() as f64);
+        ::metrics::histogram!(metrics::SQLITE_COMMIT_DURATION)
+            .record(started.elapsed().as_secs_f64());
+    }
     match committed {
         Ok(()) => {
             // Recorded before any write is answered: see `ItemStore::revision`.
