@@ -1,8 +1,9 @@
 #!/bin/sh
 # Nginx's own figures for Prometheus, without an exporter process: reads stub_status on the metrics
-# port and writes what it says, in Prometheus' text format and under the names the official
-# nginx-prometheus-exporter gives them, to NGINX_METRICS_FILE, which nginx serves at /metrics on
-# that same port (the template's second server).
+# port and writes what it says, in Prometheus' text format and under the official
+# nginx-prometheus-exporter's names and help texts (its two connection counters with the _total
+# that Prometheus gives counters), to NGINX_METRICS_FILE, which nginx serves at /metrics on that
+# same port (the template's second server).
 #
 #   nginx-metrics.sh once    read and write now
 #   nginx-metrics.sh watch   then again every NGINX_METRICS_REFRESH_SECS (the image runs this)
@@ -31,9 +32,9 @@ exposition() {
         }
         END {
             if (active == "" || requests == "" || waiting == "") exit 1
-            metric("nginx_connections_accepted", "counter", "Accepted client connections", accepted)
+            metric("nginx_connections_accepted_total", "counter", "Accepted client connections", accepted)
             metric("nginx_connections_active", "gauge", "Active client connections", active)
-            metric("nginx_connections_handled", "counter", "Handled client connections", handled)
+            metric("nginx_connections_handled_total", "counter", "Handled client connections", handled)
             metric("nginx_connections_reading", "gauge", "Connections where NGINX is reading the request header", reading)
             metric("nginx_connections_waiting", "gauge", "Idle client connections", waiting)
             metric("nginx_connections_writing", "gauge", "Connections where NGINX is writing the response back to the client", writing)

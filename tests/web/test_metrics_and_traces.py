@@ -17,11 +17,12 @@ from support.processes import base_environment
 from support.tools import require_tool
 
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
-# The names the official nginx-prometheus-exporter gives stub_status's figures, and their types.
+# The official nginx-prometheus-exporter's names for stub_status's figures (its two connection
+# counters with the _total suffix Prometheus gives counters), and their types.
 EXPORTER_METRICS = {
-    "nginx_connections_accepted": "counter",
+    "nginx_connections_accepted_total": "counter",
     "nginx_connections_active": "gauge",
-    "nginx_connections_handled": "counter",
+    "nginx_connections_handled_total": "counter",
     "nginx_connections_reading": "gauge",
     "nginx_connections_waiting": "gauge",
     "nginx_connections_writing": "gauge",
@@ -105,7 +106,7 @@ def test_the_request_counter_counts_requests_to_the_public_port(scraped):
 
 def test_every_accepted_connection_was_handled(scraped):
     families = scraped["after"]
-    assert families["nginx_connections_handled"]["value"] == families["nginx_connections_accepted"]["value"]
+    assert families["nginx_connections_handled_total"]["value"] == families["nginx_connections_accepted_total"]["value"]
 
 
 def test_the_figures_say_when_they_were_read(scraped):
