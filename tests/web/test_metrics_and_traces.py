@@ -100,8 +100,8 @@ def test_nginx_is_up_when_its_stub_status_answers(scraped):
 
 def test_the_request_counter_counts_requests_to_the_public_port(scraped):
     # The ten requests, the exporter's own read of stub_status and the scrape in between.
-    grown = scraped["after"]["nginx_http_requests_total"]["value"] - scraped["before"]["nginx_http_requests_total"]["value"]
-    assert 10 <= grown <= 13
+    before, after = (scraped[when]["nginx_http_requests_total"]["value"] for when in ("before", "after"))
+    assert 10 <= after - before <= 13
 
 
 def test_every_accepted_connection_was_handled(scraped):
@@ -131,8 +131,8 @@ def test_the_metrics_port_serves_nothing_else(front, path):
 def test_when_stub_status_cannot_be_read_the_figures_say_nginx_up_0(scratch):
     require_tool("wget", "apt-get install wget")
     target = scratch / f"unreachable-{free_port()}.prom"
-    subprocess.run([str(NGINX_METRICS_SCRIPT), "once"], check=True, timeout=30, env={**base_environment(), "NGINX_METRICS_PORT": str(free_port()),
-                                    "NGINX_METRICS_FILE": str(target)})
+    environment = {**base_environment(), "NGINX_METRICS_PORT": str(free_port()), "NGINX_METRICS_FILE": str(target)}
+    subprocess.run([str(NGINX_METRICS_SCRIPT), "once"], check=True, timeout=30, env=environment)
     families = parse(target.read_text())
     assert (families["nginx_up"]["value"], set(families)) == (0, {"nginx_up", "items_web_metrics_timestamp_seconds"})
 
