@@ -1,5 +1,6 @@
 // The Container Apps environment (Consumption workload profile) that hosts both apps and the
-// migration job, sending their logs to Log Analytics.
+// migration job, sending their logs to Log Analytics, and the OpenTelemetry traces and logs the
+// API exports to Application Insights through the environment's managed OpenTelemetry agent.
 
 @description('Azure region.')
 param location string
@@ -10,6 +11,9 @@ param name string
 @description('Name of the Log Analytics workspace (same resource group) that receives the logs.')
 param logAnalyticsWorkspaceName string
 
+@description('Name of the Application Insights component (same resource group) that receives the OpenTelemetry signals.')
+param appInsightsName string
+
 @description('Tags for the environment.')
 param tags object
 
@@ -17,7 +21,17 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' existin
   name: logAnalyticsWorkspaceName
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2026-01-01' = {
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+// A preview version on purpose: appInsightsConfiguration and openTelemetryConfiguration (the
+// managed OpenTelemetry agent) exist only in the preview versions, up to 2025-10-02-preview; the
+// GA 2026-01-01 the apps use does not have them. The agent sets OTEL_EXPORTER_OTLP_* in every
+// app, so the API exports to it without a setting of its own. Application Insights takes traces
+// and logs from the agent, not metrics.
+#disable-next-line use-recent-api-versions
+resource environment 'Microsoft.App/managedEnvironments@2025-10-02-preview' = {
   name: name
   location: location
   tags: tags
@@ -27,6 +41,21 @@ resource environment 'Microsoft.App/managedEnvironments@2026-01-01' = {
       logAnalyticsConfiguration: {
         customerId: workspace.properties.customerId
         sharedKey: workspace.listKeys().primarySharedKey
+      }
+    }
+    appInsightsConfiguration: {
+      connectionString: appInsights.properties.ConnectionString
+    }
+    openTelemetryConfiguration: {
+      tracesConfiguration: {
+        destinations: [
+          'appInsights'
+        ]
+      }
+      logsConfiguration: {
+        destinations: [
+          'appInsights'
+        ]
       }
     }
     workloadProfiles: [
