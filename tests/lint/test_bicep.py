@@ -39,7 +39,8 @@ MINIMUM_API_VERSIONS = {
 # managed OpenTelemetry agent is in the preview versions of Microsoft.App/managedEnvironments only
 # (not in the GA 2026-01-01). The exception holds only while the resource sets those properties.
 PREVIEW_FOR = {
-    "Microsoft.App/managedEnvironments": ("2025-10-02-preview", {"appInsightsConfiguration", "openTelemetryConfiguration"}),
+    "Microsoft.App/managedEnvironments": ("2025-10-02-preview",
+                                          {"appInsightsConfiguration", "openTelemetryConfiguration"}),
 }
 
 # Connections a Postgres SKU allows the app: max_connections less the 15 Azure reserves.
@@ -172,7 +173,8 @@ def test_api_versions_are_at_least_the_chosen_ones(template):
     older = {}
     for name, resource in parse_bicep(template).get("resources", {}).items():
         for prefix, minimum in MINIMUM_API_VERSIONS.items():
-            if resource["type"].startswith(prefix) and resource["api_version"] < minimum and not allowed_preview(resource):
+            older_than_chosen = resource["type"].startswith(prefix) and resource["api_version"] < minimum
+            if older_than_chosen and not allowed_preview(resource):
                 older[name] = f"{resource['type']}@{resource['api_version']} < {minimum}"
     assert older == {}
 
@@ -758,7 +760,8 @@ def test_each_app_alerts_on_its_5xx_answers(deployment, app):
 @pytest.mark.parametrize("app", ["api", "web"])
 def test_each_app_alerts_on_replica_restarts(deployment, app):
     alert = metric_alerts(deployment)[f"{app}Restarts"]
-    assert (alert["properties"]["scopes"], criterion(alert)["metricName"]) == ([Runtime(f"{app}App.id")], "RestartCount")
+    assert (alert["properties"]["scopes"], criterion(alert)["metricName"]) == (
+        [Runtime(f"{app}App.id")], "RestartCount")
 
 
 def test_the_alerts_watch_the_apps_this_deployment_runs(deployment):

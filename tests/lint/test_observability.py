@@ -142,14 +142,16 @@ def test_every_alert_pages_or_opens_a_ticket(rules):
 
 def test_every_alert_waits_before_it_fires(rules):
     # A single bad scrape or evaluation never pages anyone.
-    assert [name for name, rule in rules.items() if not re.fullmatch(r"[1-9][0-9]*[smh]", str(rule.get("for", "")))] == []
+    waits = {name: str(rule.get("for", "")) for name, rule in rules.items()}
+    assert [name for name, wait in waits.items() if not re.fullmatch(r"[1-9][0-9]*[smh]", wait)] == []
 
 
 def test_every_alert_links_its_section_of_operations_md(rules, operations):
     anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
                for heading in re.findall(r"^#+ (.+)$", operations, re.MULTILINE)}
-    broken = {name: rule["annotations"].get("runbook") for name, rule in rules.items()
-              if rule["annotations"].get("runbook") != f"docs/operations.md#{name.lower()}" or name.lower() not in anchors}
+    runbooks = {name: rule["annotations"].get("runbook") for name, rule in rules.items()}
+    broken = {name: runbook for name, runbook in runbooks.items()
+              if runbook != f"docs/operations.md#{name.lower()}" or name.lower() not in anchors}
     assert broken == {}
 
 
@@ -226,7 +228,8 @@ def test_no_two_panels_overlap_and_all_fit_the_grid(dashboard):
 def test_the_dashboards_variables_are_the_ones_the_tests_fill_in(dashboard):
     used = set(re.findall(r"\$\{?(\w+)", " ".join(expr for panel in dashboard["panels"]
                                                     for expr in (t["expr"] for t in panel.get("targets", [])))))
-    assert used == {"__rate_interval", "instance"} and [v["name"] for v in dashboard["templating"]["list"]] == ["instance"]
+    declared = [variable["name"] for variable in dashboard["templating"]["list"]]
+    assert (used, declared) == ({"__rate_interval", "instance"}, ["instance"])
 
 
 # --- Prometheus' configuration and its service -----------------------------------------------
@@ -279,10 +282,8 @@ def test_prometheus_is_published_on_loopback_only(prometheus_service):
 
 
 def test_prometheus_reads_its_configuration_read_only_and_keeps_data_in_a_volume(prometheus_service, overlay):
-    volumes = dict(volume.rsplit(":", 1)[::-1] if volume.endswith(":ro") else (volume.split(":")[1], volume.split(":")[0])
-                   for volume in prometheus_service["volumes"])
-    assert (volumes.get("ro"), volumes.get("/prometheus"), "prometheus-data" in overlay["volumes"]) == (
-        "./deploy/observability:/etc/prometheus", "prometheus-data", True)
+    assert (prometheus_service["volumes"], "prometheus-data" in overlay["volumes"]) == (
+        ["./deploy/observability:/etc/prometheus:ro", "prometheus-data:/prometheus"], True)
 
 
 def test_prometheus_stores_where_its_volume_is(prometheus_service):
