@@ -27,9 +27,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 // A preview version on purpose: appInsightsConfiguration and openTelemetryConfiguration (the
 // managed OpenTelemetry agent) exist only in the preview versions, up to 2025-10-02-preview; the
-// GA 2026-01-01 the apps use does not have them. The agent sets OTEL_EXPORTER_OTLP_* in every
-// app, so the API exports to it without a setting of its own. Application Insights takes traces
-// and logs from the agent, not metrics.
+// GA 2026-01-01 the apps use does not have them. The agent takes OTLP over gRPC only, and gives
+// every app its address (OTEL_EXPORTER_OTLP_ENDPOINT with OTEL_EXPORTER_OTLP_PROTOCOL=grpc, and
+// CONTAINERAPP_OTEL_{TRACING,LOGGING}_GRPC_ENDPOINT per signal). Application Insights takes traces
+// and logs from it, not metrics.
 #disable-next-line use-recent-api-versions
 resource environment 'Microsoft.App/managedEnvironments@2025-10-02-preview' = {
   name: name
