@@ -3,7 +3,10 @@
 // workflow only swaps images (`az containerapp update --image`, and runs the migration job first
 // on Postgres), so a deploy never re-creates the apps, the share or the server.
 //
-//   Log Analytics <- Container Apps environment (Consumption)
+//   Log Analytics <- Container Apps environment (Consumption) -> Application Insights (its managed
+//                    OpenTelemetry agent: the API's traces and OpenTelemetry logs)
+//   Azure Monitor metric alerts (5xx, restarts; on Postgres the server's connections, CPU,
+//   storage) -> an action group that emails alertEmailAddress
 //   internet --https--> web (external ingress, :8080) --https--> api (internal ingress, :8000)
 //   databaseBackend 'sqlite':   api: one replica, Azure Files share mounted on /data
 //   databaseBackend 'postgres': api: minReplicas..maxReplicas on Azure Database for PostgreSQL
@@ -145,6 +148,17 @@ param shareQuotaGiB int = 1
 @minValue(30)
 param logRetentionDays int = 30
 
+@description('Where Azure Monitor emails the alerts (5xx, restarts, the Postgres server). Empty: the alerts fire in Azure Monitor and nobody is emailed.')
+param alertEmailAddress string = ''
+
+@description('5xx answers of one app within 5 minutes that raise an alert.')
+@minValue(1)
+param alertHttp5xxThreshold int = 10
+
+@description('Postgres: average connections over 15 minutes that raise an alert. 28 is 80% of the 35 Standard_B1ms allows the app, above what the replicas hold between deploys: (apiPoolSize + 1) x apiMaxReplicas + 3 people (deploy/azure/README.md).')
+@minValue(1)
+param postgresConnectionsAlertThreshold int = 28
+
 @description('Tags for every resource (azd adds azd-env-name).')
 param tags object = {}
 
@@ -161,6 +175,7 @@ var serverName = empty(postgresServerName) ? take('${toLower(namePrefix)}-pg-${u
 
 // Names are worked out here, from parameters only, so what-if can show every resource they name.
 var logsName = '${namePrefix}-logs'
+var appInsightsName = '${namePrefix}-insights'
 var environmentName = '${namePrefix}-env'
 var apiIdentityName = '${namePrefix}-api-identity'
 var migrateIdentityName = '${namePrefix}-migrate-identity'
@@ -172,6 +187,7 @@ module monitoring 'modules/monitoring.bicep' = {
   params: {
     location: location
     name: logsName
+    appInsightsName: appInsightsName
     retentionDays: logRetentionDays
     tags: tags
   }
@@ -185,6 +201,7 @@ module environment 'modules/environment.bicep' = {
     location: location
     name: environmentName
     logAnalyticsWorkspaceName: logsName
+    appInsightsName: appInsightsName
     tags: tags
   }
 }
@@ -346,6 +363,20 @@ module web 'modules/web-app.bicep' = {
   }
 }
 
+module alerts 'modules/alerts.bicep' = {
+  params: {
+    namePrefix: namePrefix
+    apiAppName: api.outputs.name
+    webAppName: web.outputs.name
+    onPostgres: onPostgres
+    postgresServerName: onPostgres ? postgres!.outputs.serverName : ''
+    alertEmailAddress: alertEmailAddress
+    http5xxThreshold: alertHttp5xxThreshold
+    postgresConnectionsThreshold: postgresConnectionsAlertThreshold
+    tags: tags
+  }
+}
+
 @description('Public URL of the app.')
 output webUrl string = 'https://${web.outputs.fqdn}'
 
@@ -369,6 +400,12 @@ output postgresEntraAdmin string = onPostgres ? postgres!.outputs.entraAdminName
 
 @description('Postgres: the migration job to run before each API update; empty on SQLite.')
 output migrateJobName string = onPostgres ? migrateJob!.outputs.name : ''
+
+@description('Application Insights component with the API\'s traces (deploy/azure/README.md: where to look).')
+output applicationInsightsName string = monitoring.outputs.appInsightsName
+
+@description('Action group the alerts go to.')
+output alertActionGroupName string = alerts.outputs.actionGroupName
 
 @description('The registry azd pushes to (empty without useContainerRegistry).')
 output AZURE_CONTAINER_REGISTRY_ENDPOINT string = useContainerRegistry ? registry!.outputs.loginServer : ''

@@ -14,6 +14,7 @@ param webAppExists = bool(readEnvironmentVariable('SERVICE_WEB_RESOURCE_EXISTS',
 param postgresAuth = readEnvironmentVariable('ITEMS_POSTGRES_AUTH', 'managedIdentity')
 param postgresAdminPassword = readEnvironmentVariable('ITEMS_POSTGRES_ADMIN_PASSWORD', '')
 param postgresAppPassword = readEnvironmentVariable('ITEMS_POSTGRES_APP_PASSWORD', '')
+param alertEmailAddress = readEnvironmentVariable('ITEMS_ALERT_EMAIL', '')
 param tags = {
   'azd-env-name': readEnvironmentVariable('AZURE_ENV_NAME')
 }

@@ -25,3 +25,6 @@ param postgresSkuName = 'Standard_B1ms'
 param apiMinReplicas = 2
 param apiMaxReplicas = 3
 param apiPoolSize = 4
+
+// Where Azure Monitor emails the alerts; empty: nobody is emailed.
+param alertEmailAddress = readEnvironmentVariable('ALERT_EMAIL_ADDRESS', '')

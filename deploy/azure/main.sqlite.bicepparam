@@ -14,3 +14,6 @@ param imageTag = 'latest'
 // Both empty when the GHCR packages are public.
 param ghcrUsername = readEnvironmentVariable('GHCR_USERNAME', '')
 param ghcrPassword = readEnvironmentVariable('GHCR_PASSWORD', '')
+
+// Where Azure Monitor emails the alerts; empty: nobody is emailed.
+param alertEmailAddress = readEnvironmentVariable('ALERT_EMAIL_ADDRESS', '')

@@ -1,8 +1,9 @@
 """Fixtures of the container tests: Docker, one Compose project with a unique name for the whole
 run (always torn down with its volumes and images), the images built once, and the stack.
 
-Modules run in the order below (images are built and timed first); each module brings the stack
-to the state it needs, so any one of them also runs alone.
+Modules run in the order below (promtool on deploy/observability first, which needs no image, then
+the images are built and timed); each module brings the stack to the state it needs, so any one of
+them also runs alone.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from support.net import free_port
 from support.stack import BuildInfo, Images
 from support.tools import require_tool, unavailable
 
-MODULE_ORDER = ["test_images", "test_write_limit", "test_stack", "test_persistence", "test_dev_override",
-                "test_sigkill", "test_scale_out", "test_move_to_postgres", "test_pg_backup", "test_registry"]
+MODULE_ORDER = ["test_prometheus_rules", "test_images", "test_write_limit", "test_stack", "test_persistence",
+                "test_dev_override", "test_sigkill", "test_scale_out", "test_observability", "test_move_to_postgres",
+                "test_pg_backup", "test_registry"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

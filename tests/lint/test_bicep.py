@@ -35,6 +35,13 @@ MINIMUM_API_VERSIONS = {
     "Microsoft.DBforPostgreSQL/": "2025-08-01",
     "Microsoft.App/": "2026-01-01",
 }
+# The one preview API version allowed, for the properties no GA version has: the environment's
+# managed OpenTelemetry agent is in the preview versions of Microsoft.App/managedEnvironments only
+# (not in the GA 2026-01-01). The exception holds only while the resource sets those properties.
+PREVIEW_FOR = {
+    "Microsoft.App/managedEnvironments": ("2025-10-02-preview",
+                                          {"appInsightsConfiguration", "openTelemetryConfiguration"}),
+}
 
 # Connections a Postgres SKU allows the app: max_connections less the 15 Azure reserves.
 USABLE_CONNECTIONS = {"Standard_B1ms": 50 - 15}
@@ -135,10 +142,30 @@ def test_no_resource_name_comes_from_a_runtime_property(template):
     assert derived == {}
 
 
+def body_of(resource: dict) -> dict:
+    config = resource["config"]
+    return config.get("config", config)
+
+
+def allowed_preview(resource: dict) -> bool:
+    version, needs = PREVIEW_FOR.get(resource["type"], ("", set()))
+    return resource["api_version"] == version and bool(needs & set(body_of(resource).get("properties", {})))
+
+
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
 def test_no_resource_uses_a_preview_api_version(template):
     resources = parse_bicep(template).get("resources", {})
-    assert {n: r["api_version"] for n, r in resources.items() if "preview" in r["api_version"]} == {}
+    assert {n: r["api_version"] for n, r in resources.items()
+            if "preview" in r["api_version"] and not allowed_preview(r)} == {}
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_the_allowed_preview_is_exempted_from_the_recent_api_version_rule_where_it_is_used(template):
+    # bicepconfig.json makes use-recent-api-versions an error, and a GA version newer than the
+    # preview exists.
+    lines = template.read_text().splitlines()
+    previews = [n for n, line in enumerate(lines) if re.match(r"resource \w+ '[^']+@[^']*-preview'", line)]
+    assert [lines[n] for n in previews if lines[n - 1].strip() != "#disable-next-line use-recent-api-versions"] == []
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
@@ -146,7 +173,8 @@ def test_api_versions_are_at_least_the_chosen_ones(template):
     older = {}
     for name, resource in parse_bicep(template).get("resources", {}).items():
         for prefix, minimum in MINIMUM_API_VERSIONS.items():
-            if resource["type"].startswith(prefix) and resource["api_version"] < minimum:
+            older_than_chosen = resource["type"].startswith(prefix) and resource["api_version"] < minimum
+            if older_than_chosen and not allowed_preview(resource):
                 older[name] = f"{resource['type']}@{resource['api_version']} < {minimum}"
     assert older == {}
 
@@ -669,3 +697,124 @@ def test_each_kubernetes_service_account_that_signs_in_gets_a_federated_credenti
     properties = credential.get("config", credential)["properties"]
     assert properties["audiences"] == ["api://AzureADTokenExchange"]
     assert properties["subject"] == "system:serviceaccount:${namespace}:${serviceAccount}"
+
+
+# --- monitoring: Application Insights, the OpenTelemetry agent, the alerts ----------------------
+
+
+def test_the_environment_sends_traces_and_logs_to_application_insights_through_its_agent(deployment):
+    environment = deployment.module("environment").properties("environment")
+    telemetry = environment["openTelemetryConfiguration"]
+    assert (environment["appInsightsConfiguration"]["connectionString"],
+            telemetry["tracesConfiguration"]["destinations"], telemetry["logsConfiguration"]["destinations"]) == (
+        Runtime("appInsights.properties.ConnectionString"), ["appInsights"], ["appInsights"])
+
+
+def test_the_environment_still_sends_console_logs_to_log_analytics(deployment):
+    logs = deployment.module("environment").properties("environment")["appLogsConfiguration"]
+    assert (logs["destination"], logs["logAnalyticsConfiguration"]["customerId"]) == (
+        "log-analytics", Runtime("workspace.properties.customerId"))
+
+
+def test_application_insights_keeps_its_data_in_the_log_analytics_workspace(deployment):
+    monitoring = deployment.module("monitoring")
+    component = monitoring.resource("appInsights")
+    assert (component["kind"], component["properties"]["WorkspaceResourceId"],
+            component["properties"]["IngestionMode"]) == ("web", Runtime("workspace.id"), "LogAnalytics")
+
+
+def test_the_environment_reads_the_component_monitoring_creates(deployment):
+    assert deployment.module_params("environment")["appInsightsName"] == deployment.module_params("monitoring")[
+        "appInsightsName"] == "items-insights"
+
+
+def metric_alerts(deployment) -> dict[str, dict]:
+    alerts = deployment.module("alerts")
+    return {name: alerts.resource(name) for name, resource in alerts.resources.items()
+            if resource["type"] == "Microsoft.Insights/metricAlerts" and alerts.deployed(name)}
+
+
+def criterion(alert: dict) -> dict:
+    [found] = alert["properties"]["criteria"]["allOf"]
+    return found
+
+
+def test_every_alert_goes_to_the_action_group_and_resolves_itself(deployment):
+    wrong = {name: (alert["location"], alert["properties"]["actions"], alert["properties"]["autoMitigate"])
+             for name, alert in metric_alerts(deployment).items()
+             if (alert["location"], alert["properties"]["actions"], alert["properties"]["autoMitigate"])
+             != ("global", [{"actionGroupId": Runtime("actionGroup.id")}], True)}
+    assert wrong == {}
+
+
+@pytest.mark.parametrize("app", ["api", "web"])
+def test_each_app_alerts_on_its_5xx_answers(deployment, app):
+    alert = metric_alerts(deployment)[f"{app}5xx"]
+    found = criterion(alert)
+    assert (alert["properties"]["scopes"], found["metricName"], found["dimensions"], found["timeAggregation"],
+            found["threshold"], alert["properties"]["windowSize"]) == (
+        [Runtime(f"{app}App.id")], "Requests",
+        [{"name": "statusCodeCategory", "operator": "Include", "values": ["5xx"]}], "Total", 10, "PT5M")
+
+
+@pytest.mark.parametrize("app", ["api", "web"])
+def test_each_app_alerts_on_replica_restarts(deployment, app):
+    alert = metric_alerts(deployment)[f"{app}Restarts"]
+    assert (alert["properties"]["scopes"], criterion(alert)["metricName"]) == (
+        [Runtime(f"{app}App.id")], "RestartCount")
+
+
+def test_the_alerts_watch_the_apps_this_deployment_runs(deployment):
+    params = deployment.module_params("alerts")
+    assert (params["apiAppName"], params["webAppName"]) == ("items-api", "items-web")
+
+
+def test_postgres_alerts_on_the_servers_connections_cpu_and_storage(postgres_deployment):
+    alerts = metric_alerts(postgres_deployment)
+    watched = {name: (criterion(alerts[name])["metricName"], alerts[name]["properties"]["targetResourceType"])
+               for name in ("postgresConnections", "postgresCpu", "postgresStorage")}
+    assert watched == {"postgresConnections": ("active_connections", "Microsoft.DBforPostgreSQL/flexibleServers"),
+                       "postgresCpu": ("cpu_percent", "Microsoft.DBforPostgreSQL/flexibleServers"),
+                       "postgresStorage": ("storage_percent", "Microsoft.DBforPostgreSQL/flexibleServers")}
+
+
+def test_the_server_alerts_watch_the_server_this_deployment_creates(postgres_deployment):
+    alerts = postgres_deployment.module("alerts")
+    scopes = []
+    for name in ("postgresConnections", "postgresCpu", "postgresStorage"):
+        [scope] = alerts.resources[name]["config"]["config"]["properties"]["scopes"]
+        arguments = scope["function"]["parameters"]
+        scopes.append((scope["function"]["type"], arguments["resource_type"], arguments["resource_name_1"]))
+    assert (alerts.given["postgresServerName"], set(scopes)) == (
+        postgres_deployment.module("postgres").output("serverName"),
+        {("resource_id", "Microsoft.DBforPostgreSQL/flexibleServers", "postgresServerName")})
+
+
+def test_sqlite_has_no_server_alerts(sqlite_deployment):
+    assert sorted(metric_alerts(sqlite_deployment)) == ["api5xx", "apiRestarts", "web5xx", "webRestarts"]
+
+
+def test_the_connection_alert_sits_between_what_replicas_hold_and_what_the_sku_allows():
+    main = Deployment(parse_bicep(MAIN), {}, path=MAIN)
+    values = {name: main.value(name) for name in ("apiPoolSize", "apiMaxReplicas", "postgresSkuName",
+                                                   "postgresConnectionsAlertThreshold")}
+    held = (values["apiPoolSize"] + 1) * values["apiMaxReplicas"] + PEOPLE_CONNECTIONS
+    assert held < values["postgresConnectionsAlertThreshold"] < USABLE_CONNECTIONS[values["postgresSkuName"]]
+
+
+def test_the_action_group_emails_the_address_given():
+    deployment = deployment_of(BACKEND_PARAMS["sqlite"], {"alertEmailAddress": "oncall@example.com"})
+    group = deployment.module("alerts").properties("actionGroup")
+    assert (group["emailReceivers"], len(group["groupShortName"]) <= 12) == (
+        [{"name": "on-call", "emailAddress": "oncall@example.com", "useCommonAlertSchema": True}], True)
+
+
+def test_without_an_address_the_alerts_still_fire_and_nobody_is_emailed(sqlite_deployment):
+    assert sqlite_deployment.module("alerts").properties("actionGroup")["emailReceivers"] == []
+
+
+@pytest.mark.parametrize("params_file", PARAMS_FILES, ids=lambda p: p.name)
+def test_every_parameters_file_takes_the_alert_address_from_the_environment(params_file):
+    variable = "ITEMS_ALERT_EMAIL" if params_file.name == "main.bicepparam" else "ALERT_EMAIL_ADDRESS"
+    values = bicepparam_values(read_bicepparam(params_file), {**AZD_ENVIRONMENT, variable: "oncall@example.com"})
+    assert values["alertEmailAddress"] == "oncall@example.com"

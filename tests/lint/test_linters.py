@@ -16,6 +16,9 @@ PIP_INSTALL = ".venv/bin/pip install -r .ci/requirements.txt"
 COMPOSE_SETS = {
     "compose.yaml": (("compose.yaml",), {}),
     "compose.yaml + compose.dev.yaml": (("compose.yaml", "compose.dev.yaml"), {}),
+    "compose.yaml + compose.observability.yaml": (("compose.yaml", "compose.observability.yaml"), {}),
+    "compose.yaml + compose.postgres.yaml + compose.observability.yaml": (
+        ("compose.yaml", "compose.postgres.yaml", "compose.observability.yaml"), {"COMPOSE_PROJECT_NAME": "items"}),
     "compose.registry.yaml (REGISTRY, IMAGE_TAG set)": (
         ("compose.registry.yaml",),
         {"REGISTRY": "ghcr.io/example/items-app", "IMAGE_TAG": "sha-0123456789abcdef0123456789abcdef01234567"},
@@ -65,6 +68,7 @@ def test_docker_compose_config_accepts(repo, compose_cli, combination):
         assert (repo / name).is_file(), f"{name} is missing"
         argv += ["-f", name]
     environment = {key: value for key, value in os.environ.items()
-                   if key not in ("REGISTRY", "IMAGE_TAG", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE")}
+                   if key not in ("REGISTRY", "IMAGE_TAG", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE",
+                                  "PROMETHEUS_PORT", "PROMETHEUS_RETENTION")}
     done = run([*argv, "config", "--quiet"], repo, env={**environment, **variables})
     assert done.returncode == 0, done.stdout + done.stderr

@@ -115,5 +115,6 @@ def docker_environment() -> dict[str, str]:
     shell (or .env) cannot change what is tested."""
     compose_variables = {"REGISTRY", "IMAGE_TAG", "API_PORT", "RUST_LOG", "WEB_BIND", "WEB_PORT",
                          "BUILD_VERSION", "BUILD_DATE", "VCS_REF", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE",
-                         "API_REPLICAS", "API_POOL_SIZE", "PG_BACKUP_DIR", "PG_BACKUP_KEEP"}
+                         "API_REPLICAS", "API_POOL_SIZE", "PG_BACKUP_DIR", "PG_BACKUP_KEEP",
+                         "PROMETHEUS_PORT", "PROMETHEUS_RETENTION"}
     return {name: value for name, value in os.environ.items() if name not in compose_variables}

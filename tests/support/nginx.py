@@ -4,7 +4,8 @@ The image's entrypoint substitutes only the variables NGINX_ENVSUBST_FILTER matc
 defined (20-envsubst-on-templates.sh), and lists the API's servers with web/api-servers.sh
 (40-items-api-servers.sh); the filter and the image's defaults are read from web/Dockerfile,
 except that the write limit is off unless a test turns it on. The rendered file goes into an
-nginx.conf shaped like the image's (http{} including conf.d).
+nginx.conf shaped like the image's (http{} including conf.d). Nginx's own figures for Prometheus
+(web/nginx-metrics.sh, which the image runs in a loop) are written when a test asks for them.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from typing import Any
 
 from support import http
 from support.dockerfile import final_stage_env
-from support.net import wait_until
+from support.net import free_port, wait_until
 from support.processes import Service, base_environment
 from support.tools import require_tool
 
 IMAGE_ROOT = "/usr/share/nginx/html"
 TEMPLATE_VARIABLES = ("API_UPSTREAM", "API_READ_TIMEOUT", "API_SERVERS_FILE", "NGINX_PORT", "WRITE_LIMIT",
-                      "WRITE_LIMIT_RATE", "WRITE_LIMIT_BURST", "REAL_IP_FROM")
+                      "WRITE_LIMIT_RATE", "WRITE_LIMIT_BURST", "REAL_IP_FROM", "NGINX_METRICS_PORT",
+                      "NGINX_METRICS_FILE")
 # The image's settings that tests may override (make_nginx(..., WRITE_LIMIT="on")).
 SETTINGS = ("WRITE_LIMIT", "WRITE_LIMIT_RATE", "WRITE_LIMIT_BURST", "REAL_IP_FROM")
 API_SERVERS_SCRIPT = Path(__file__).resolve().parents[2] / "web" / "api-servers.sh"
+NGINX_METRICS_SCRIPT = Path(__file__).resolve().parents[2] / "web" / "nginx-metrics.sh"
 
 
 def list_api_servers(upstream: str, servers_file: Path) -> None:
@@ -82,6 +85,10 @@ class Nginx(Service):
         self.prefix = prefix
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        # Nginx's own figures for Prometheus: a port of their own, never the public one.
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+        self.metrics_file = prefix / "nginx-metrics.prom"
         image_env = final_stage_env(dockerfile)
         self.envsubst_filter = image_env["NGINX_ENVSUBST_FILTER"]
         self.servers_file = prefix / "api-servers.conf"
@@ -90,6 +97,8 @@ class Nginx(Service):
             "API_READ_TIMEOUT": read_timeout or image_env["API_READ_TIMEOUT"],
             "API_SERVERS_FILE": str(self.servers_file),
             "NGINX_PORT": str(port),
+            "NGINX_METRICS_PORT": str(self.metrics_port),
+            "NGINX_METRICS_FILE": str(self.metrics_file),
             **{name: image_env[name] for name in SETTINGS},
             # The tests send many writes from one address; tests/web/test_write_limit.py turns the
             # limit on.
@@ -145,6 +154,15 @@ class Nginx(Service):
             return http.request(self.url + "/healthz", timeout=2).status == 200
 
         wait_until(f"nginx on :{self.port} to answer /healthz", answers, timeout=timeout)
+
+    def write_metrics(self) -> None:
+        """What the image's loop does every few seconds: web/nginx-metrics.sh once."""
+        require_tool("wget", "apt-get install wget")
+        subprocess.run([str(NGINX_METRICS_SCRIPT), "once"], check=True, timeout=30,
+                       env={**base_environment(), "NGINX_METRICS_PORT": str(self.metrics_port),
+                            "NGINX_METRICS_FILE": str(self.metrics_file)})
+        # Workers drop to an unprivileged user when nginx starts as root: they must read this.
+        os.chmod(self.metrics_file, 0o644)
 
     def error_log(self) -> str:
         path = self.prefix / "error.log"

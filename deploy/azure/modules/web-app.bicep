@@ -168,3 +168,6 @@ resource web 'Microsoft.App/containerApps@2026-01-01' = {
 
 @description('Public host name of the app.')
 output fqdn string = web.properties.configuration.ingress.fqdn
+
+@description('Name of the app.')
+output name string = web.name
