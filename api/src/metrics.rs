@@ -61,8 +61,26 @@ pub const COMMIT_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// Tells the recorder what each name means; done once, when it is installed.
+/// Tells the recorder what each name means, and starts every counter at zero (a dashboard or an
+/// alert can then tell "nothing happened" from "not reported"); done once, at installation.
 pub fn describe() {
+    for name in [
+        CONNECTIONS_REFUSED,
+        STREAMS_REFUSED,
+        EVENT_RESETS,
+        LISTEN_RECONNECTS,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for event in ["ready", "reset", "created", "updated", "deleted"] {
+        metrics::counter!(EVENTS_SENT, "event" => event).absolute(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(LIST_CACHE_REQUESTS, "result" => result).absolute(0);
+    }
+    for name in [HTTP_ACTIVE_REQUESTS, CONNECTIONS_OPEN, STREAMS_OPEN] {
+        metrics::gauge!(name).set(0.0);
+    }
     describe_histogram!(
         HTTP_REQUEST_DURATION,
         Unit::Seconds,
