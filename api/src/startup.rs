@@ -163,6 +163,13 @@ impl Application {
             .expect("a bound TCP listener has a local address")
     }
 
+    /// Where `/metrics` is served, with `METRICS_ADDR`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|metrics| metrics.listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes; then fails readiness while still serving for
     /// `SHUTDOWN_DRAIN_SECS`; then stops accepting, gives in-flight requests up to
     /// `SHUTDOWN_TIMEOUT_SECS` to finish, and closes the store (pending writes committed, WAL

@@ -308,6 +308,14 @@ struct Entries {
     bodies: HashMap<Option<u32>, ListBody>,
 }
 
+/// A whole list too big to keep is read anew every time: a miss.
+fn count_whole_list(known: &WholeList) {
+    count_lookup(match known {
+        WholeList::Body(_) => "hit",
+        WholeList::Stream { .. } => "miss",
+    });
+}
+
 fn count_lookup(result: &'static str) {
     if metrics::enabled() {
         ::metrics::counter!(metrics::LIST_CACHE_REQUESTS, "result" => result).increment(1);
@@ -384,12 +392,15 @@ impl ListCache {
             entries.bodies.get(&None).cloned().map(WholeList::Body)
         };
         if let Some(known) = known(self) {
+            count_whole_list(&known);
             return Ok(known);
         }
         let _rebuilding = self.rebuilding.lock().await;
         if let Some(known) = known(self) {
+            count_whole_list(&known);
             return Ok(known);
         }
+        count_lookup("miss");
         match read.await? {
             Prefix::Complete(json) => {
                 let body = ListBody::new(json, Some(item_count)).await;

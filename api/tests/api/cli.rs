@@ -178,6 +178,7 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
         ("EVENT_HEARTBEAT_SECS", "0"),
         ("MAX_HEADER_BYTES", "4096"),
         ("SEND_TIMEOUT_SECS", "0"),
+        ("METRICS_ADDR", "9464"),
     ];
     for (variable, value) in cases {
         let (code, stdout, stderr) =

@@ -16,14 +16,14 @@ const ARRIVAL: Duration = Duration::from_secs(1);
 
 /// One event as received: its type, data (JSON) and id, when it had one.
 #[derive(Debug, Clone, PartialEq)]
-struct Received {
+pub(crate) struct Received {
     name: String,
     data: Value,
     id: Option<String>,
 }
 
 /// An open event stream, read a block at a time.
-struct Events {
+pub(crate) struct Events {
     body: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
     pending: String,
     /// Comment lines seen (heartbeats).
@@ -32,7 +32,7 @@ struct Events {
 }
 
 impl Events {
-    async fn open(url: String, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(url: String, last_event_id: Option<&str>) -> Self {
         Self::open_with_raw_id(url, last_event_id.map(str::as_bytes)).await
     }
 
@@ -111,7 +111,7 @@ impl Events {
         }
     }
 
-    async fn next(&mut self) -> Received {
+    pub(crate) async fn next(&mut self) -> Received {
         self.next_within(ARRIVAL)
             .await
             .expect("an event arrives within a second")

@@ -56,6 +56,8 @@ pub enum Backend {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when the test set `METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -126,12 +128,14 @@ impl TestApp {
             .await
             .expect("the service starts");
         let addr = application.local_addr();
+        let metrics_addr = application.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until_stopped(async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            metrics_addr,
             client: reqwest::Client::new(),
             stop: Some(stop),
             server: Some(server),

@@ -12,6 +12,7 @@ mod helpers;
 mod idempotency;
 mod items;
 mod logs;
+mod metrics;
 mod migrate;
 mod persistence;
 mod postgres;
