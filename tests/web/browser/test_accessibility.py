@@ -1,0 +1,155 @@
+"""Keyboard and screen-reader use: focus on load, labels and names, the Tab order, visible focus;
+and axe-core (WCAG 2.2 A/AA) on each state of the page that differs in what it shows."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+from selenium.webdriver.common.keys import Keys
+
+from support.items_page import TEXT_LIMIT, ItemsPage, seed_texts
+from support.tools import unavailable
+
+
+def test_the_new_item_field_has_focus_on_load(seeded_page):
+    assert seeded_page.focus() == "item-text"
+
+
+def test_the_field_has_a_visible_label(seeded_page):
+    assert seeded_page.js("const i = document.getElementById('item-text'); return i.labels.length ? i.labels[0].textContent : '';") == "New item"
+
+
+def test_every_control_has_an_accessible_name(seeded_page):
+    unnamed = seeded_page.js(
+        "return Array.from(document.querySelectorAll('button, input'))"
+        ".filter((n) => !(n.getAttribute('aria-label') || n.textContent.trim() || (n.labels && n.labels.length)))"
+        ".length;")
+    assert unnamed == 0
+
+
+NEWEST = "Buy oat milk"
+
+
+@pytest.fixture
+def keyboard_page(site, tab):
+    """The page (its field focused on load) over a short list, NEWEST on top."""
+    site.reset(["Call the plumber", NEWEST])
+    return tab.open()
+
+
+def test_tab_moves_from_the_field_to_add(keyboard_page):
+    keyboard_page.press(Keys.TAB)
+    assert keyboard_page.focus() == "add-button"
+
+
+def test_keyboard_focus_is_visible(keyboard_page):
+    keyboard_page.press(Keys.TAB)
+    style, width = keyboard_page.js("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth];")
+    assert style != "none" and width != "0px"
+
+
+def test_the_next_tab_reaches_the_newest_items_edit_then_its_delete(keyboard_page):
+    newest = keyboard_page.ids()[0]
+    keyboard_page.press(Keys.TAB)
+    keyboard_page.press(Keys.TAB)
+    focused_item = keyboard_page.js(
+        "const a = document.activeElement; return a.closest('.item') ? Number(a.closest('.item').dataset.id) : null;")
+    first_control = keyboard_page.focused_text()
+    keyboard_page.press(Keys.TAB)
+    assert focused_item == newest
+    assert (first_control, keyboard_page.focused_label()) == ("Edit", f"Delete “{NEWEST}”")
+
+
+# ---- axe-core: each state, built from scratch
+
+GATEWAY_ERRORS = (r"/api/\S* - Failed to load resource: the server responded with a status of 50[234]",
+                  r"/api/\S* - Failed to load resource: net::ERR_CONNECTION_REFUSED")
+
+
+def empty(site, tab, stack) -> None:
+    site.reset()
+    tab.open()
+    tab.wait("the empty state", lambda: "No items yet" in tab.text_of("list-status"))
+
+
+def first_page(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    tab.load_all()
+
+
+def blank_text_refused(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    tab.allow_errors(r"/api/items - Failed to load resource: the server responded with a status of 400")
+    tab.add("   ")
+    tab.wait("the inline error", lambda: tab.text_of("form-error") != "")
+
+
+def undo_toast(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    tab.delete("Seed item 090")
+    tab.wait("the toast", lambda: tab.shown("toast"))
+
+
+def edit_refused(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    tab.allow_errors(r"/api/items/\d+ - Failed to load resource: the server responded with a status of 400")
+    row = tab.click_in_row("Seed item 080", ".item-edit")
+    field = tab.focused()
+    field.clear()
+    field.send_keys("   ", Keys.ENTER)
+    tab.wait("the refusal", lambda: row.find_elements("css selector", ".item-error") != [])
+    tab.js("arguments[0].scrollIntoView({block: 'center'});", row)
+
+
+def outage_banner(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    tab.allow_errors(*GATEWAY_ERRORS)
+    stack.api.stop()  # started again by the next test's `site`, or by the test itself below
+    tab.add("Water the plants")
+    tab.wait("the unavailable banner", lambda: tab.shown("banner"))
+
+
+def phone(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.browser.viewport(390, 844, mobile=True)
+    tab.open()
+
+
+def phone_dark(site, tab, stack) -> None:
+    phone(site, tab, stack)
+    tab.browser.color_scheme("dark")
+
+
+def text_too_long(site, tab, stack) -> None:
+    site.reset(seed_texts())
+    tab.open()
+    counter = tab.set_field("ü" * (TEXT_LIMIT + 50))
+    tab.wait("the character counter", counter.is_displayed)
+    tab.field.send_keys(Keys.ENTER)
+    tab.wait("the refusal", lambda: tab.text_of("form-error") != "")
+
+
+STATES: dict[str, Callable[..., None]] = {
+    "empty": empty, "first page": first_page, "blank text refused": blank_text_refused, "undo toast": undo_toast,
+    "edit refused": edit_refused, "outage banner": outage_banner, "phone": phone, "phone dark": phone_dark,
+    "text too long": text_too_long,
+}
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_axe_finds_no_wcag_2_2_aa_violation(state, site, tab: ItemsPage, stack, axe_script):
+    if axe_script is None:
+        unavailable("axe-core is not installed", "scripts/venv, which runs npm ci in tests/browser-tools")
+    try:
+        STATES[state](site, tab, stack)
+        violations = tab.audit(axe_script)
+    finally:
+        if not stack.api.running:
+            stack.api.start()
+    assert violations == []

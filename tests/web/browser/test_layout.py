@@ -1,0 +1,80 @@
+"""The page on a phone (390 px), on a touch screen, and in the dark colour scheme."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.items_page import seed_texts
+
+
+@pytest.fixture
+def phone_page(site, tab):
+    """A phone's viewport, then the page on more than a page of items (one with a long word)."""
+    site.reset(seed_texts())
+    tab.browser.viewport(390, 844, mobile=True)
+    return tab.open()
+
+
+def test_no_horizontal_scrolling_at_390_px(phone_page):
+    phone_page.screenshot("phone.png")
+    phone_page.browser.color_scheme("dark")
+    phone_page.screenshot("phone-dark.png")
+    assert phone_page.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;") <= 0
+
+
+def test_the_field_and_add_share_a_row_and_fit_at_390_px(phone_page):
+    row = phone_page.js(
+        "const i = document.getElementById('item-text').getBoundingClientRect();"
+        "const a = document.getElementById('add-button').getBoundingClientRect();"
+        "return {inputWidth: i.width, sameRow: Math.abs(i.top - a.top) < 2, addRight: a.right};")
+    assert row["sameRow"] and row["addRight"] <= 390 and row["inputWidth"] > 150
+
+
+def test_delete_is_a_comfortable_tap_target(phone_page):
+    assert phone_page.js("return document.querySelector('#items .item-delete').getBoundingClientRect().height;") >= 40
+
+
+@pytest.fixture
+def touch_page(site, tab):
+    """A phone with a touch screen as its pointer, then the page."""
+    site.reset(seed_texts())
+    tab.browser.viewport(390, 844, mobile=True)
+    tab.browser.touch(True)
+    return tab.open()
+
+
+def test_the_touch_emulation_took_effect(touch_page):
+    assert touch_page.js("return matchMedia('(pointer: coarse)').matches;")
+
+
+def test_on_a_touch_screen_the_field_is_not_focused_on_load(touch_page):
+    # The keyboard would cover the list.
+    assert touch_page.focus() != "item-text"
+
+
+def test_the_enter_key_is_labelled_send(touch_page):
+    assert touch_page.field.get_attribute("enterkeyhint") == "send"
+
+
+def test_hover_looks_apply_only_where_a_pointer_hovers(touch_page):
+    # :hover rules outside an @media (hover: hover) block.
+    bare_hover = touch_page.js(
+        "const bare = [];"
+        "for (const sheet of document.styleSheets) for (const rule of sheet.cssRules)"
+        "  if (rule.selectorText && rule.selectorText.includes(':hover')) bare.push(rule.selectorText);"
+        "return bare;")
+    hover_rules = touch_page.js(
+        "let n = 0;"
+        "for (const sheet of document.styleSheets) for (const rule of sheet.cssRules)"
+        "  if (rule.media && rule.conditionText === '(hover: hover)') n += rule.cssRules.length;"
+        "return n;")
+    assert bare_hover == [] and hover_rules >= 3
+
+
+def test_prefers_color_scheme_dark_changes_the_colours(seeded_page):
+    seeded_page.screenshot("desktop.png")
+    light = seeded_page.js("return getComputedStyle(document.body).backgroundColor;")
+    seeded_page.browser.color_scheme("dark")
+    dark = seeded_page.js("return getComputedStyle(document.body).backgroundColor;")
+    seeded_page.screenshot("desktop-dark.png")
+    assert dark != light
