@@ -134,8 +134,11 @@ def tab(browser: Browser, stack: Stack, site: ItemsApi, request: pytest.FixtureR
     browser.begin(request.node.name)
     page = ItemsPage(browser, stack.url, site)
     yield page
-    if not browser.blank and browser.driver.current_url.startswith(stack.url):
-        site.page_left(page.ids())
+    if not browser.blank:
+        where, shown = page.js("return [location.href, Array.from(document.querySelectorAll('#items .item'),"
+                               " (n) => Number(n.dataset.id))];")
+        if where.startswith(stack.url):
+            site.page_left(shown)
     problems = browser.end(tuple(page.allowed_errors))
     assert not problems, "the page logged what no test may cause:\n" + "\n".join(problems)
 

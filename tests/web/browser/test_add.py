@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from support.items_page import TEXT_LIMIT
+from support.items_page import TEXT_LIMIT, ItemsPage
 
 # A few items already on the list.
 A_FEW = ["Call the plumber", "Renew the passport"]
@@ -15,30 +15,18 @@ BLANK_REFUSED_400 = r"/api/items - Failed to load resource: the server responded
 
 
 @pytest.fixture
-def few_page(site, tab):
+def few_page(site, tab) -> ItemsPage:
     site.reset(A_FEW)
     return tab.open()
 
 
-def test_an_item_added_with_enter_appears_at_the_top(few_page):
+def test_an_item_added_with_enter_is_stored_and_shown_at_the_top_and_the_field_is_ready_for_the_next(few_page, site):
     few_page.add(NEW_TEXT)
     few_page.wait_for_top(NEW_TEXT)
     assert few_page.texts()[:2] == [NEW_TEXT, A_FEW[-1]]
-
-
-def test_adding_clears_the_field(few_page):
-    few_page.add_and_wait(NEW_TEXT)
-    assert few_page.field_value() == ""
-
-
-def test_the_field_keeps_focus_after_adding(few_page):
-    few_page.add_and_wait(NEW_TEXT)
-    assert few_page.focus() == "item-text"
-
-
-def test_the_api_has_the_added_item(few_page, site):
-    few_page.add_and_wait(NEW_TEXT)
-    assert site.items(1)[0]["text"] == NEW_TEXT
+    assert site.items(1)[0]["text"] == NEW_TEXT, "the API has not got it"
+    assert few_page.field_value() == "", "the field was not cleared"
+    assert few_page.focus() == "item-text", "the field lost focus"
 
 
 def test_items_persist_across_a_reload(few_page):
@@ -48,34 +36,21 @@ def test_items_persist_across_a_reload(few_page):
     assert few_page.texts()[:3] == [NEW_TEXT, "Said before the reload", A_FEW[-1]]
 
 
-def add_blank(page) -> None:
+def add_blank(page: ItemsPage) -> None:
     """Spaces and Enter; waits for the page's refusal."""
     page.allow_errors(BLANK_REFUSED_400)
     page.add("   ")
     page.wait("the inline error", lambda: page.text_of("form-error") != "")
 
 
-def test_blank_text_is_explained_inline_in_the_users_words(few_page, site):
+def test_blank_text_is_refused_inline_in_the_users_words(few_page, site):
     # The API says "text must not be empty"; the page says it its own way.
     status, body = site.call("POST", "/api/items", {"text": "   "})
     assert (status, body["detail"]) == (400, "text must not be empty")
     add_blank(few_page)
     assert few_page.text_of("form-error") == "Write something first: an item cannot be empty."
-
-
-def test_blank_text_marks_the_field_invalid(few_page):
-    add_blank(few_page)
     assert few_page.field.get_attribute("aria-invalid") == "true"
-
-
-def test_blank_text_adds_nothing(few_page, site):
-    add_blank(few_page)
-    assert few_page.texts() == A_FEW[::-1]
-    assert site.texts() == A_FEW[::-1]
-
-
-def test_blank_text_leaves_focus_in_the_field(few_page):
-    add_blank(few_page)
+    assert few_page.texts() == A_FEW[::-1] and site.texts() == A_FEW[::-1], "something was added"
     assert few_page.focus() == "item-text"
 
 
@@ -95,31 +70,21 @@ LONG_TEXT = "\n".join(f"Line {n}: " + " ".join(["many words"] * 12) for n in ran
 CLIPPED = "return arguments[0].scrollHeight > arguments[0].clientHeight + 1;"
 
 
-@pytest.fixture
-def long_item(site, tab):
-    """The page open on a list whose newest item is long; returns its row's text and toggle."""
+def test_a_long_item_is_collapsed_with_show_more_which_shows_all_of_it_and_then_less(site, tab):
     site.reset(A_FEW + [LONG_TEXT])
     tab.open()
     row = tab.wait_for_row(LONG_TEXT)
-    return row.find_element("css selector", ".item-text"), row.find_element("css selector", ".item-more")
-
-
-def test_a_long_item_is_collapsed_with_show_more(long_item, tab):
-    text, toggle = long_item
-    tab.js("arguments[0].scrollIntoView({block: 'center'});", text)
+    text, toggle = row.find_element("css selector", ".item-text"), row.find_element("css selector", ".item-more")
+    tab.js("arguments[0].scrollIntoView({block: 'center'});", row)
     tab.screenshot("desktop-long-item-collapsed.png")
     assert tab.js(CLIPPED, text) and (toggle.text, toggle.get_attribute("aria-expanded")) == ("Show more", "false")
-
-
-def test_show_more_shows_all_of_it_and_show_less_collapses_it(long_item, tab):
-    text, toggle = long_item
     toggle.send_keys(Keys.ENTER)
     assert (tab.js(CLIPPED, text), toggle.text, toggle.get_attribute("aria-expanded")) == (False, "Show less", "true")
     toggle.click()
-    assert tab.js(CLIPPED, text)
+    assert tab.js(CLIPPED, text), "Show less did not collapse it"
 
 
-def near_the_limit(page, text: str):
+def near_the_limit(page: ItemsPage, text: str):
     """Puts `text` into the field and waits for the character counter, which shows only once the
     page knows the API's limit (it asks for it after loading); returns the counter."""
     counter = page.set_field(text)
@@ -127,17 +92,10 @@ def near_the_limit(page, text: str):
     return counter
 
 
-def test_the_counter_stays_away_from_short_texts(page):
-    near_the_limit(page, "x" * 1850)
-    assert not page.set_field("x" * 1000).is_displayed()
-
-
-def test_the_counter_appears_near_the_limit(page):
+def test_the_counter_shows_only_near_the_limit_and_counts_characters_not_bytes(page):
     assert near_the_limit(page, "x" * 1850).text == "1,850 of 2,000 characters"
-
-
-def test_the_counter_counts_characters_not_bytes_over_the_limit(page):
     assert near_the_limit(page, "ü" * (TEXT_LIMIT + 50)).text == "50 characters too many (at most 2,000)"
+    assert not page.set_field("x" * 1000).is_displayed(), "the counter shows for a short text"
 
 
 def test_a_text_over_the_limit_is_refused_before_sending(few_page, site):

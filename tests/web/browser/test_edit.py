@@ -28,22 +28,12 @@ def test_edit_opens_a_field_with_the_items_text(list_page):
     assert field.get_attribute("value") == TARGET and "item-edit-field" in field.get_attribute("class")
 
 
-def save_edit(page, site) -> dict:
-    """Appends " (edited)" to TARGET and presses Enter; returns the item as it was before."""
+def test_enter_saves_the_edit_keeping_the_id_and_creation_time_and_focus_returns_to_edit(list_page, site):
     original = next(item for item in site.everything() if item["text"] == TARGET)
-    _, field = open_editor(page, TARGET)
+    _, field = open_editor(list_page, TARGET)
     field.send_keys(" (edited)", Keys.ENTER)
-    page.wait_for_row(EDITED)
-    return original
-
-
-def test_enter_saves_the_edit_keeping_the_id_and_creation_time(list_page, site):
-    original = save_edit(list_page, site)
+    list_page.wait_for_row(EDITED)
     assert site.item(original["id"]) == {**original, "text": EDITED}
-
-
-def test_after_saving_focus_returns_to_the_items_edit(list_page, site):
-    save_edit(list_page, site)
     assert list_page.focused_label() == f"Edit “{EDITED}”"
 
 

@@ -15,23 +15,19 @@ def phone_page(site, tab):
     return tab.open()
 
 
-def test_no_horizontal_scrolling_at_390_px(phone_page):
+def test_at_390_px_nothing_scrolls_sideways_the_field_and_add_share_a_row_and_delete_is_easy_to_tap(phone_page):
     phone_page.screenshot("phone.png")
-    phone_page.browser.color_scheme("dark")
-    phone_page.screenshot("phone-dark.png")
-    assert phone_page.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;") <= 0
-
-
-def test_the_field_and_add_share_a_row_and_fit_at_390_px(phone_page):
+    overflow = phone_page.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
     row = phone_page.js(
         "const i = document.getElementById('item-text').getBoundingClientRect();"
         "const a = document.getElementById('add-button').getBoundingClientRect();"
         "return {inputWidth: i.width, sameRow: Math.abs(i.top - a.top) < 2, addRight: a.right};")
+    tap = phone_page.js("return document.querySelector('#items .item-delete').getBoundingClientRect().height;")
+    phone_page.browser.color_scheme("dark")
+    phone_page.screenshot("phone-dark.png")
+    assert overflow <= 0, "horizontal scrolling"
     assert row["sameRow"] and row["addRight"] <= 390 and row["inputWidth"] > 150
-
-
-def test_delete_is_a_comfortable_tap_target(phone_page):
-    assert phone_page.js("return document.querySelector('#items .item-delete').getBoundingClientRect().height;") >= 40
+    assert tap >= 40, "Delete is too small a tap target"
 
 
 @pytest.fixture
@@ -43,20 +39,11 @@ def touch_page(site, tab):
     return tab.open()
 
 
-def test_the_touch_emulation_took_effect(touch_page):
-    assert touch_page.js("return matchMedia('(pointer: coarse)').matches;")
-
-
-def test_on_a_touch_screen_the_field_is_not_focused_on_load(touch_page):
-    # The keyboard would cover the list.
+def test_on_a_touch_screen_there_is_no_focus_on_load_enter_says_send_and_no_hover_looks(touch_page):
+    assert touch_page.js("return matchMedia('(pointer: coarse)').matches;"), "the touch emulation did not take"
+    # The on-screen keyboard would cover the list.
     assert touch_page.focus() != "item-text"
-
-
-def test_the_enter_key_is_labelled_send(touch_page):
     assert touch_page.field.get_attribute("enterkeyhint") == "send"
-
-
-def test_hover_looks_apply_only_where_a_pointer_hovers(touch_page):
     # :hover rules outside an @media (hover: hover) block.
     bare_hover = touch_page.js(
         "const bare = [];"

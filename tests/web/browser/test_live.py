@@ -28,51 +28,33 @@ def live_page(site, tab) -> ItemsPage:
     return tab
 
 
-def changes_elsewhere(page: ItemsPage, site) -> dict:
-    """Another client adds an item, then deletes it: what the page showed, and when."""
+def test_an_add_and_a_delete_elsewhere_show_within_a_second_announced_and_counted_leaving_the_typing_alone(
+        live_page, site, figure, backend):
     started = time.monotonic()
     other = site.add(OTHER_TEXT)
-    page.wait("the other client's item", lambda: page.top() == OTHER_TEXT)
-    seen = {"appeared_s": time.monotonic() - started, "announced": page.text_of("announcer"),
-            "focus": page.focus(), "typed": page.field_value(), "total_after_add": len(site.everything()),
-            "title_after_add": page.title}
+    live_page.wait("the other client's item", lambda: live_page.top() == OTHER_TEXT)
+    appeared_s = time.monotonic() - started
+    announced, title_after_add = live_page.text_of("announcer"), live_page.title
+    total_after_add = len(site.everything())
     started = time.monotonic()
     site.delete(other["id"])
-    page.wait("the other client's delete", lambda: other["id"] not in page.ids())
-    seen["gone_s"] = time.monotonic() - started
-    seen["top"] = page.top()
-    page.wait("the count to follow", lambda: page.title == f"Items ({len(site.everything())})")
-    return seen
-
-
-def test_an_item_added_elsewhere_appears_within_a_second(live_page, site, figure, backend):
-    seen = changes_elsewhere(live_page, site)
+    live_page.wait("the other client's delete", lambda: other["id"] not in live_page.ids())
+    gone_s = time.monotonic() - started
     figure(f"browser [{backend}]: another client's add, then delete, shown after ms",
-           f"{seen['appeared_s'] * 1000:.0f}, {seen['gone_s'] * 1000:.0f}")
-    assert seen["appeared_s"] < 1
-
-
-def test_an_item_added_elsewhere_is_announced(live_page, site):
-    assert changes_elsewhere(live_page, site)["announced"] == "1 item added by someone else."
-
-
-def test_a_change_elsewhere_leaves_the_users_typing_alone(live_page, site):
-    seen = changes_elsewhere(live_page, site)
-    assert (seen["focus"], seen["typed"]) == ("item-text", "half typed")
-
-
-def test_an_item_deleted_elsewhere_leaves_within_a_second(live_page, site):
-    seen = changes_elsewhere(live_page, site)
-    assert seen["gone_s"] < 1 and seen["top"] == A_FEW[-1]
-
-
-def test_the_count_follows_changes_made_elsewhere(live_page, site):
-    seen = changes_elsewhere(live_page, site)
-    assert seen["title_after_add"] == f"Items ({seen['total_after_add']})"
+           f"{appeared_s * 1000:.0f}, {gone_s * 1000:.0f}")
+    assert appeared_s < 1
+    assert announced == "1 item added by someone else."
+    assert title_after_add == f"Items ({total_after_add})"
+    assert gone_s < 1 and live_page.top() == A_FEW[-1]
+    live_page.wait("the count to follow", lambda: live_page.title == f"Items ({len(site.everything())})")
+    assert (live_page.focus(), live_page.field_value()) == ("item-text", "half typed"), "the user's typing was disturbed"
 
 
 def test_while_the_stream_is_open_the_page_does_not_poll(live_page, site):
-    changes_elsewhere(live_page, site)
+    other = site.add(OTHER_TEXT)
+    live_page.wait("the other client's item", lambda: live_page.top() == OTHER_TEXT)
+    site.delete(other["id"])
+    live_page.wait("the other client's delete", lambda: other["id"] not in live_page.ids())
     # A read the stream asked for (its start, an event that came during a read) may still be on
     # its way: those are not polls. Past them, nothing for longer than the polling interval.
     before = quiet_list_reads(live_page)
@@ -107,7 +89,8 @@ def polling_page(site, tab) -> Iterator[ItemsPage]:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hidden["identifier"]})
 
 
-def test_without_the_stream_a_change_elsewhere_arrives_by_polling(polling_page, site):
+def test_without_the_stream_changes_elsewhere_arrive_by_polling_and_an_unchanged_list_is_checked_with_304s(
+        polling_page, site):
     assert polling_page.js("return typeof EventSource === 'undefined';")
     started = time.monotonic()
     other = site.add("Added while polling")
@@ -116,10 +99,7 @@ def test_without_the_stream_a_change_elsewhere_arrives_by_polling(polling_page, 
     site.delete(other["id"])
     polling_page.wait("the delete, by polling", lambda: other["id"] not in polling_page.ids())
     assert appeared_s < 5
-
-
-def test_an_unchanged_list_is_checked_with_304s(polling_page):
-    # The checks carry If-None-Match; with nothing changing they are answered 304, without a body.
+    # The checks carry If-None-Match; with nothing changing now they are answered 304, without a body.
     polling_page.wait("a check answered 304", lambda: polling_page.list_reads(304) >= 1, timeout=15)
     assert polling_page.list_reads(304) >= 1
 

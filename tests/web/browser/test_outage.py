@@ -33,19 +33,13 @@ def add_during_an_outage(page: ItemsPage, stack) -> dict:
     return {"banner": page.text_of("banner"), "form_error": page.text_of("form-error"), "top": page.top()}
 
 
-def test_a_banner_says_the_list_cannot_be_reached_in_an_outage(outage_page, stack):
-    banner = add_during_an_outage(outage_page, stack)["banner"]
+def test_in_an_outage_a_banner_says_so_the_list_stays_and_a_failed_add_is_explained_inline(outage_page, stack):
+    seen = add_during_an_outage(outage_page, stack)
     outage_page.screenshot("desktop-outage.png")
-    assert "The list cannot be reached right now." in banner
-    assert "API" not in banner
-
-
-def test_a_failed_add_in_an_outage_is_explained_inline(outage_page, stack):
-    assert "your item may not be saved yet" in add_during_an_outage(outage_page, stack)["form_error"]
-
-
-def test_the_list_stays_visible_during_an_outage(outage_page, stack):
-    assert add_during_an_outage(outage_page, stack)["top"] == A_FEW[-1]
+    assert "The list cannot be reached right now." in seen["banner"]
+    assert "API" not in seen["banner"]
+    assert "your item may not be saved yet" in seen["form_error"]
+    assert seen["top"] == A_FEW[-1], "the list went away"
 
 
 def back_after_the_outage(page: ItemsPage, stack, site) -> dict:
@@ -69,20 +63,13 @@ def test_the_page_is_back_within_two_seconds_of_the_api(outage_page, stack, figu
     assert recovered_s < 2, recovered_s
 
 
-def test_the_page_recovers_by_itself_when_the_api_is_back(outage_page, stack, site):
-    add_during_an_outage(outage_page, stack)
-    assert back_after_the_outage(outage_page, stack, site)["texts"][:2] == [PENDING, A_FEW[-1]]
-
-
-def test_the_add_made_during_the_outage_is_saved_once_when_the_list_is_back(outage_page, stack, site):
-    # Sent again with its Idempotency-Key: stored exactly once, whatever became of the first try.
-    add_during_an_outage(outage_page, stack)
-    assert back_after_the_outage(outage_page, stack, site)["stored"] == 1
-
-
-def test_after_the_outage_the_page_says_by_itself_it_saved_the_item(outage_page, stack, site):
+def test_when_the_api_is_back_the_page_recovers_and_saves_the_add_made_in_the_outage_once_saying_so(
+        outage_page, stack, site):
     add_during_an_outage(outage_page, stack)
     seen = back_after_the_outage(outage_page, stack, site)
+    assert seen["texts"][:2] == [PENDING, A_FEW[-1]]
+    # Sent again with its Idempotency-Key: stored exactly once, whatever became of the first try.
+    assert seen["stored"] == 1
     assert seen["settled"] == f"Your item “{PENDING}” was saved now that the list is back."
     assert seen["field"] == ""
 
@@ -127,10 +114,7 @@ def lost_answer(site, tab) -> ItemsPage:
     return page
 
 
-def test_a_stored_add_whose_answer_was_lost_is_reported_saved(lost_answer):
+def test_an_add_whose_answer_was_lost_is_stored_once_shown_and_reported_saved(lost_answer, site):
     assert lost_answer.text_of("form-error") == f"Your item “{LOST}” was saved after all."
-
-
-def test_the_add_whose_answer_was_lost_is_stored_once_and_shown(lost_answer, site):
     assert site.texts().count(LOST) == 1 and lost_answer.top() == LOST
     assert lost_answer.field_value() == ""
