@@ -53,7 +53,6 @@ class ItemsApi:
     """The API's routes, to arrange data before a page opens and to check what the page did."""
 
     def __init__(self, base_url: str) -> None:
-        self.base = base_url
         parts = urlsplit(base_url)
         self._address = (parts.hostname, parts.port)
         self._connection: http.client.HTTPConnection | None = None
@@ -181,11 +180,10 @@ class ItemsPage:
         self.wait("the first load of the list", lambda: self.js(LIST_SETTLED))
         return self
 
-    def reload(self, wait_ready: bool = True) -> None:
+    def reload(self) -> None:
         """A reload; what the page logged so far is checked first (it goes with the document)."""
         self.browser.reload(self.browser.phase, tuple(self.allowed_errors))
-        if wait_ready:
-            self.wait_ready()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 10) -> None:
         self.wait("the list to finish loading", lambda: self.js(LIST_READY), timeout)
@@ -208,8 +206,8 @@ class ItemsPage:
         return self.js("return Array.from(document.querySelectorAll('#items .item'), (n) => Number(n.dataset.id));")
 
     def top(self) -> str | None:
-        texts = self.texts()
-        return texts[0] if texts else None
+        """The newest row's text (None without rows)."""
+        return self.js("const t = document.querySelector('#items .item-text'); return t ? t.textContent : null;")
 
     def row(self, text: str) -> WebElement | None:
         """The row showing exactly `text`, or None."""
@@ -225,8 +223,10 @@ class ItemsPage:
 
     def wait_for_text(self, element_id: str, fragment: str, timeout: float = 10) -> str:
         """Waits until #element_id shows `fragment`; returns its whole text."""
-        return self.wait(f"{fragment!r} in #{element_id}",
-                         lambda: fragment in self.by_id(element_id).text and self.by_id(element_id).text, timeout)
+        def shows() -> str | None:
+            text = self.text_of(element_id)
+            return text if fragment in text else None
+        return self.wait(f"{fragment!r} in #{element_id}", shows, timeout)
 
     @property
     def title(self) -> str:
@@ -246,7 +246,8 @@ class ItemsPage:
         return self.by_id(element_id).text
 
     def shown(self, element_id: str) -> bool:
-        return self.by_id(element_id).is_displayed()
+        """Whether #element_id is rendered (not hidden, nor inside something hidden)."""
+        return self.js("const e = document.getElementById(arguments[0]); return e !== null && e.checkVisibility();", element_id)
 
     def toast(self) -> str | None:
         return self.text_of("toast") if self.shown("toast") else None
@@ -315,11 +316,18 @@ class ItemsPage:
     def load_all(self, on_page: Callable[[float], None] | None = None) -> None:
         """Presses "Load more" until it goes; `on_page` gets each page's time in seconds."""
         more = self.load_more
-        while more.is_displayed():
-            shown = len(self.ids())
-            started = time.monotonic()
+        rows_and_more = ("return [document.querySelectorAll('#items .item').length,"
+                         " document.getElementById('load-more').checkVisibility()];")
+        rows, offered = self.js(rows_and_more)
+        while offered:
+            started, before = time.monotonic(), rows
+
+            def next_page() -> list | None:
+                now = self.js(rows_and_more)
+                return now if now[0] > before or not now[1] else None
+
             more.send_keys(Keys.ENTER)
-            self.wait("the next page", lambda: len(self.ids()) > shown or not more.is_displayed())
+            rows, offered = self.wait("the next page", next_page)
             if on_page:
                 on_page(time.monotonic() - started)
 

@@ -37,20 +37,15 @@ def test_tab_goes_from_the_field_to_add_with_focus_visible_then_to_the_newest_it
     assert (first_control, keyboard_page.focused_label()) == ("Edit", f"Delete “{NEWEST}”")
 
 
-def test_the_new_item_field_has_focus_on_load(seeded_page):
+def test_on_load_the_field_has_focus_and_a_visible_label_and_every_control_has_an_accessible_name(seeded_page):
     assert seeded_page.focus() == "item-text"
-
-
-def test_the_field_has_a_visible_label(seeded_page):
-    assert seeded_page.js("const i = document.getElementById('item-text'); return i.labels.length ? i.labels[0].textContent : '';") == "New item"
-
-
-def test_every_control_has_an_accessible_name(seeded_page):
+    label = seeded_page.js("const i = document.getElementById('item-text'); return i.labels.length ? i.labels[0].textContent : '';")
+    assert label == "New item"
     unnamed = seeded_page.js(
         "return Array.from(document.querySelectorAll('button, input'))"
         ".filter((n) => !(n.getAttribute('aria-label') || n.textContent.trim() || (n.labels && n.labels.length)))"
         ".length;")
-    assert unnamed == 0
+    assert unnamed == 0, "controls without an accessible name"
 
 
 # ---- axe-core: each state that shows something the others do not, built from scratch

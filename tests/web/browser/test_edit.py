@@ -23,11 +23,6 @@ def open_editor(page, text: str):
     return row, page.focused()
 
 
-def test_edit_opens_a_field_with_the_items_text(list_page):
-    _, field = open_editor(list_page, TARGET)
-    assert field.get_attribute("value") == TARGET and "item-edit-field" in field.get_attribute("class")
-
-
 def test_enter_saves_the_edit_keeping_the_id_and_creation_time_and_focus_returns_to_edit(list_page, site):
     original = next(item for item in site.everything() if item["text"] == TARGET)
     _, field = open_editor(list_page, TARGET)
@@ -37,8 +32,9 @@ def test_enter_saves_the_edit_keeping_the_id_and_creation_time_and_focus_returns
     assert list_page.focused_label() == f"Edit “{EDITED}”"
 
 
-def test_escape_cancels_an_edit(list_page):
+def test_edit_opens_a_field_with_the_items_text_and_escape_cancels_it(list_page):
     row, field = open_editor(list_page, TARGET)
+    assert field.get_attribute("value") == TARGET and "item-edit-field" in field.get_attribute("class")
     field.send_keys(" and more", Keys.ESCAPE)
     list_page.wait("the edit to close", lambda: not list_page.js("return document.querySelector('.item.is-editing') !== null;"))
     assert row.find_element("css selector", ".item-text").text == TARGET

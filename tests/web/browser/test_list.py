@@ -19,18 +19,16 @@ def test_the_empty_state_explains_what_to_do_and_offers_no_load_more(page):
                        and page.text_of("list-status"))
     page.screenshot("desktop-empty.png")
     assert "Add the first one" in status
-    assert not page.load_more.is_displayed()
+    assert not page.shown("load-more")
 
 
-def test_the_first_page_shows_the_newest_100_items_and_offers_more(seeded_page, site):
-    assert len(seeded_page.texts()) == PAGE_SIZE
-    assert seeded_page.ids()[:3] == [item["id"] for item in site.items(3)], "not newest first"
-    assert seeded_page.load_more.is_displayed()
-
-
-def test_the_title_and_the_heading_count_every_item_not_just_those_shown(seeded_page, site):
+def test_the_first_page_shows_the_newest_100_items_offers_more_and_counts_them_all_in_the_title(seeded_page, site):
     total = len(site.everything())
     assert total > PAGE_SIZE
+    assert len(seeded_page.texts()) == PAGE_SIZE
+    assert seeded_page.ids()[:3] == [item["id"] for item in site.items(3)], "not newest first"
+    assert seeded_page.shown("load-more")
+    # The title and the heading count every item, not just those shown.
     heading = seeded_page.js("return document.querySelector('h1').textContent;")
     assert (seeded_page.title, heading) == (f"Items ({total})", f"Items {total}")
 
@@ -42,7 +40,7 @@ def test_load_more_appends_the_rest_newest_first_and_then_goes(seeded_page, site
     ids = seeded_page.ids()
     assert len(ids) == expected
     assert ids == sorted(set(ids), reverse=True), "duplicates, or not newest first"
-    assert not seeded_page.load_more.is_displayed()
+    assert not seeded_page.shown("load-more")
 
 
 def test_a_new_items_time_is_relative_exact_in_utc_on_hover_and_machine_readable(site, tab):
@@ -72,10 +70,10 @@ def test_load_more_keeps_focus_and_at_a_multiple_of_the_page_size_goes_with_the_
     page.wait("the second page", lambda: len(page.ids()) == 2 * PAGE_SIZE)
     page.wait_ready()
     # While there is more, focus stays on the button, for the next Enter.
-    assert (page.focus(), page.load_more.is_displayed()) == ("load-more", True)
+    assert (page.focus(), page.shown("load-more")) == ("load-more", True)
     page.press(Keys.ENTER)
     page.wait("the third page", lambda: len(page.ids()) == 3 * PAGE_SIZE)
-    page.wait("the button to go", lambda: not page.load_more.is_displayed())
+    page.wait("the button to go", lambda: not page.shown("load-more"))
     page.screenshot("desktop-end-of-list.png")
     assert page.ids() == [item["id"] for item in site.everything()]
     # With the button gone, focus moves to the first item of the last page.

@@ -47,7 +47,7 @@ def back_after_the_outage(page: ItemsPage, stack, site) -> dict:
     stack.api.start()
     page.wait("the banner to go by itself", lambda: not page.shown("banner"), timeout=40)
     page.wait_ready()
-    page.wait("the page to save the add", lambda: "now that the list is back" in page.text_of("form-error"))
+    page.wait_for_text("form-error", "now that the list is back")
     return {"texts": page.texts(), "settled": page.text_of("form-error"), "field": page.field_value(),
             "stored": site.texts().count(PENDING)}
 
@@ -80,7 +80,7 @@ def test_opened_while_the_api_is_down_the_page_loads_and_says_so(site, tab, stac
     stack.api.stop()
     tab.open()
     tab.wait("the banner on a fresh load", lambda: tab.shown("banner"))
-    tab.wait("the list status", lambda: "can be reached" in tab.text_of("list-status"))
+    tab.wait_for_text("list-status", "can be reached")
     assert {"title": tab.title, "status": tab.text_of("list-status"), "form": tab.shown("add-form")} == {
         "title": "Items", "form": True, "status": "The items will appear here as soon as the list can be reached."}
     # And it comes to life when the API does.
@@ -110,7 +110,7 @@ def lost_answer(site, tab) -> ItemsPage:
           return real(url, options);
         };""")
     page.add(LOST)
-    page.wait("the page to settle it", lambda: "after all" in page.text_of("form-error"), timeout=20)
+    page.wait_for_text("form-error", "after all", timeout=20)
     return page
 
 

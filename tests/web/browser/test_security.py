@@ -9,13 +9,10 @@ import time
 XSS_TEXT = "<img src=x onerror=alert(1)>"
 
 
-def test_the_tests_console_and_csp_probe_is_installed(page):
-    assert page.js("return typeof window.__webtest === 'object';")
-
-
-def test_the_csp_refuses_an_inline_script_and_the_violation_reaches_the_console_log(page):
-    # Positive control for the teardown check: the CSP nginx sent refuses an injected inline
-    # script, and the refusal shows where the check looks.
+def test_the_csp_refuses_an_inline_script_and_the_tests_probe_and_the_console_both_report_it(page):
+    # Positive control for every test's teardown check: the probe is in the page, the CSP nginx
+    # sent refuses an injected inline script, and the refusal shows where the check looks.
+    assert page.js("return typeof window.__webtest === 'object';"), "the tests' probe is not in the page"
     page.js("const s = document.createElement('script'); s.textContent = 'window.__inlineRan = true;'; document.head.append(s);")
     page.wait("the CSP report", lambda: page.js("return window.__webtest.csp.length;") > 0, timeout=5)
     ran = page.js("return window.__inlineRan === true;")
