@@ -31,9 +31,19 @@ UNDO_SECONDS = 7
 LONG_WORD = "Unbreakable" * 12
 
 
+LONG_TEXT = "\n".join(f"Line {n}: " + " ".join(["many words"] * 12) for n in range(1, 13))
+
+
 def seed_texts() -> list[str]:
     """More than one page of items, oldest first; the newest has an unbreakable long word."""
     return [f"Seed item {n:03d}" for n in range(1, PAGE_SIZE + 4)] + [f"Long word: {LONG_WORD}"]
+
+
+def one_of_each_kind() -> list[str]:
+    """A short list with a row of each kind the page draws differently: plain text, a long
+    unbroken word, a long text (collapsed, with "Show more"), right-to-left text. Where the
+    layout or accessibility of rows is checked, more rows of the same kinds add only time."""
+    return ["Call the plumber", "Seed item 080", "Seed item 090", f"Long word: {LONG_WORD}", LONG_TEXT, "שלום, עולם!"]
 
 
 # The list has loaded and shows items: no status line, no busy list.

@@ -122,7 +122,9 @@ def stack(backend: str, request: pytest.FixtureRequest, release_binary: Path, sc
 @pytest.fixture
 def site(stack: Stack) -> ItemsApi:
     """The API's routes; the test sets its data with `site.reset(...)` before its page opens."""
-    if not stack.api.running:  # a test that stopped it failed before it could start it again
+    if not stack.api.running:
+        # Left stopped by a test of an outage: started only now that its page has gone, which
+        # would otherwise send its unsaved add again the moment the API answered.
         stack.api.start()
     stack.site.reset_done = False
     return stack.site

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from support.items_page import TEXT_LIMIT, ItemsPage
+from support.items_page import LONG_TEXT, TEXT_LIMIT, ItemsPage
 
 # A few items already on the list.
 A_FEW = ["Call the plumber", "Renew the passport"]
@@ -63,7 +63,6 @@ def test_the_browser_console_is_captured_the_provoked_400_was_logged(few_page):
     assert few_page.collect(BLANK_REFUSED_400) == 1
 
 
-LONG_TEXT = "\n".join(f"Line {n}: " + " ".join(["many words"] * 12) for n in range(1, 13))
 CLIPPED = "return arguments[0].scrollHeight > arguments[0].clientHeight + 1;"
 
 

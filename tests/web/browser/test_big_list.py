@@ -1,9 +1,9 @@
-"""5,000 items loaded page by page: in order, and how the page keeps up (figures, not asserted);
-"Back to top" once the list is longer than a page."""
+"""5,000 items loaded page by page: in order, and how the page keeps up (figures, not asserted)."""
 
 from __future__ import annotations
 
 import datetime
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from support.items_page import PAGE_SIZE, TEXT_LIMIT, ItemsApi, seed_texts
+from support.items_page import PAGE_SIZE, TEXT_LIMIT, ItemsApi
 from support.net import free_port
 from support.processes import ApiProcess, Database, sqlite_api_with_rows
 
@@ -27,8 +27,7 @@ def big_list(backend, release_binary, scratch, artifacts, make_nginx, request) -
     log = artifacts / "logs" / f"browser-{backend}-big-list-api.log"
     log.unlink(missing_ok=True)
     if backend == "sqlite":
-        directory = Path(scratch) / f"big-list-{free_port()}"
-        directory.mkdir()
+        directory = Path(tempfile.mkdtemp(prefix="big-list-", dir=scratch))
         api = sqlite_api_with_rows(release_binary, directory / "app.db", log,
                                    [(f"Bulk {n:04d}", created_at) for n in range(MANY)])
     else:
@@ -71,16 +70,3 @@ def test_all_5000_items_load_page_by_page_in_order(big_list, tab, figure, backen
     figure(f"browser [{backend}]: add with {MANY} items shown, ms", f"{add_ms:.0f}")
     figure(f"browser [{backend}]: longest main-thread task over 50 ms with {MANY} items (0: none), ms", f"{longest:.0f}")
     assert len(ids) == MANY and ids == api_ids
-
-
-def test_back_to_top_returns_to_the_field(site, tab):
-    site.reset(seed_texts())
-    page = tab.open()
-    page.load_all()
-    assert len(page.ids()) > PAGE_SIZE
-    page.js("window.scrollTo(0, document.body.scrollHeight);")
-    scrolled = page.js("return window.scrollY;")
-    top = page.by_id("back-to-top")
-    assert scrolled > 0 and top.is_displayed()
-    top.click()
-    assert (page.js("return window.scrollY;"), page.focus()) == (0, "item-text")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from support.items_page import seed_texts
+from support.items_page import one_of_each_kind
 
 
 @pytest.fixture
 def phone_page(site, tab):
-    """A phone's viewport, then the page on more than a page of items (one with a long word)."""
-    site.reset(seed_texts())
+    """A phone's viewport, then the page (a row of each kind, one with a long unbroken word)."""
+    site.reset(one_of_each_kind())
     tab.browser.viewport(390, 844, mobile=True)
     return tab.open()
 
@@ -33,7 +33,7 @@ def test_at_390_px_nothing_scrolls_sideways_the_field_and_add_share_a_row_and_de
 @pytest.fixture
 def touch_page(site, tab):
     """A phone with a touch screen as its pointer, then the page."""
-    site.reset(seed_texts())
+    site.reset(one_of_each_kind())
     tab.browser.viewport(390, 844, mobile=True)
     tab.browser.touch(True)
     return tab.open()
@@ -58,10 +58,12 @@ def test_on_a_touch_screen_there_is_no_focus_on_load_enter_says_send_and_no_hove
     assert bare_hover == [] and hover_rules >= 3
 
 
-def test_prefers_color_scheme_dark_changes_the_colours(seeded_page):
-    seeded_page.screenshot("desktop.png")
-    light = seeded_page.js("return getComputedStyle(document.body).backgroundColor;")
-    seeded_page.browser.color_scheme("dark")
-    dark = seeded_page.js("return getComputedStyle(document.body).backgroundColor;")
-    seeded_page.screenshot("desktop-dark.png")
+def test_prefers_color_scheme_dark_changes_the_colours(site, tab):
+    site.reset(one_of_each_kind())
+    page = tab.open()
+    page.screenshot("desktop.png")
+    light = page.js("return getComputedStyle(document.body).backgroundColor;")
+    page.browser.color_scheme("dark")
+    dark = page.js("return getComputedStyle(document.body).backgroundColor;")
+    page.screenshot("desktop-dark.png")
     assert dark != light

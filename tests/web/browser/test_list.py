@@ -1,5 +1,5 @@
-"""Showing the list: the empty state, the first page and its count, item times, "Load more" to
-the end (by keyboard too), right-to-left text."""
+"""Showing the list: the empty state, the first page and its count, "Load more" to the end (by
+keyboard too), "Back to top", item times, right-to-left text."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def test_load_more_appends_the_rest_newest_first_and_then_goes(seeded_page, site
     assert len(ids) == expected
     assert ids == sorted(set(ids), reverse=True), "duplicates, or not newest first"
     assert not seeded_page.shown("load-more")
+
+
+def test_back_to_top_returns_to_the_field(seeded_page):
+    seeded_page.load_all()
+    assert len(seeded_page.ids()) > PAGE_SIZE
+    seeded_page.js("window.scrollTo(0, document.body.scrollHeight);")
+    assert seeded_page.js("return window.scrollY;") > 0 and seeded_page.shown("back-to-top")
+    seeded_page.by_id("back-to-top").click()
+    assert (seeded_page.js("return window.scrollY;"), seeded_page.focus()) == (0, "item-text")
 
 
 def test_a_new_items_time_is_relative_exact_in_utc_on_hover_and_machine_readable(site, tab):
