@@ -145,9 +145,9 @@ class Browser:
         )
 
     def collect(self, phase: str, allowed: tuple[str, ...] = ()) -> int:
-        """Moves this document's console messages and probe records into the run's totals.
+        """Moves this document's console messages and probe records into the test's records.
 
-        Returns how many console errors matched `allowed` (the failures the step provoked)."""
+        Returns how many console errors matched `allowed` (the failures the test provoked)."""
         # Read and emptied at once, so that a later collect() on the same document does not
         # count these twice.
         probe = self.js("const seen = window.__webtest || {csp: [], errors: [], alerts: []};"
