@@ -14,7 +14,7 @@ import pytest
 
 from support.postgres import INSTALL as POSTGRES_INSTALL
 from support.postgres import PG_BIN_DIRS, PostgresCluster
-from support.processes import ApiProcess, Database
+from support.processes import ApiProcess, Database, api_backends
 from support.net import free_port
 from support.nginx import Nginx
 from support.tools import require_tool
@@ -22,13 +22,6 @@ from support.tools import require_tool
 pytest_plugins = ["support.ci_policy", "support.report", "pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def api_backends() -> list[str]:
-    """The storage backends the API tests run against (TEST_BACKENDS narrows them, e.g. to
-    `sqlite` on a machine without PostgreSQL)."""
-    return [name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite,postgres").split(",")
-            if name.strip()]
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +50,7 @@ def scratch() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def release_binary() -> Path:
-    """ITEMS_API_BIN, or target/release/items-api built now (cargo is incremental)."""
+    """ITEMS_API_BIN, or items-api built now (cargo is incremental) in target/ or CARGO_TARGET_DIR."""
     given = os.environ.get("ITEMS_API_BIN")
     if given:
         path = Path(given)
@@ -65,7 +58,8 @@ def release_binary() -> Path:
         return path
     cargo = require_tool("cargo", "rustup, see rust-toolchain.toml")
     subprocess.run([cargo, "build", "--release", "--locked", "-p", "items-api"], cwd=ROOT, check=True)
-    return ROOT / "target" / "release" / "items-api"
+    # Where cargo put it: CARGO_TARGET_DIR (relative to the checkout, as cargo reads it) or target/.
+    return ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release" / "items-api"
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,13 @@ class Service:
         return text
 
 
+def api_backends() -> list[str]:
+    """The storage backends the API tests run against (TEST_BACKENDS narrows them, e.g. to
+    `sqlite` on a machine without PostgreSQL)."""
+    return [name.strip() for name in os.environ.get("TEST_BACKENDS", "sqlite,postgres").split(",")
+            if name.strip()]
+
+
 @dataclass
 class Database:
     """Where an API process keeps its data: the settings that select and locate the backend."""
