@@ -414,6 +414,200 @@ pub struct Config {
     #[arg(help_heading = "Serving", long, env = "VCS_REF", default_value = build::VCS_REF, hide_default_value = true,
           value_parser = or_default(build::VCS_REF))]
     pub vcs_ref: String,
+
+    #[command(flatten)]
+    pub traces: TraceConfig,
+}
+
+/// OpenTelemetry traces, by the standard `OTEL_*` variables. Spans are recorded only when an OTLP
+/// endpoint is set: without one the service does no tracing work at all.
+#[derive(Debug, Clone, Args)]
+pub struct TraceConfig {
+    /// Base URL of an OTLP receiver (a collector, an agent), `http://` or `https://`; traces go
+    /// to `/v1/traces` under it over HTTP, to it over gRPC. Unset: no traces.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+          value_name = "URL", default_value = "", hide_default_value = true,
+          value_parser = parse_otlp_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT"))]
+    pub endpoint: OtlpEndpoint,
+
+    /// Full URL for traces alone, used as given (overrides OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-traces-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+          value_name = "URL", default_value = "", hide_default_value = true,
+          value_parser = parse_otlp_endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))]
+    pub traces_endpoint: OtlpEndpoint,
+
+    /// OTLP transport: `http/protobuf` or `grpc` [default: http/protobuf].
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+          value_name = "PROTOCOL", value_parser = parse_otlp_protocol("OTEL_EXPORTER_OTLP_PROTOCOL"))]
+    pub protocol: Option<OtlpProtocol>,
+
+    /// OTLP transport for traces alone (overrides OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-traces-protocol", env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+          value_name = "PROTOCOL", value_parser = parse_otlp_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))]
+    pub traces_protocol: Option<OtlpProtocol>,
+
+    /// `otlp`, or `none` to record no traces even with an endpoint set.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-traces-exporter", env = "OTEL_TRACES_EXPORTER",
+          value_name = "OTEL_TRACES_EXPORTER", value_enum, ignore_case = true, default_value_t = TracesExporter::Otlp)]
+    pub exporter: TracesExporter,
+
+    /// `true` turns every OpenTelemetry signal off, whatever else is set.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-sdk-disabled", env = "OTEL_SDK_DISABLED", value_name = "true|false",
+          action = clap::ArgAction::Set, default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sdk_disabled: bool,
+
+    /// The `service.name` of every span [default: items-api, unless OTEL_RESOURCE_ATTRIBUTES names one].
+    #[arg(
+        help_heading = "Traces (OpenTelemetry)",
+        long = "otel-service-name",
+        env = "OTEL_SERVICE_NAME",
+        value_name = "NAME"
+    )]
+    pub service_name: Option<String>,
+
+    /// Which traces are kept: a caller's decision is followed (`parentbased_*`), else all
+    /// (`always_on`), none (`always_off`) or a share of them (`traceidratio`, OTEL_TRACES_SAMPLER_ARG).
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-traces-sampler", env = "OTEL_TRACES_SAMPLER",
+          value_name = "OTEL_TRACES_SAMPLER", value_enum, ignore_case = true, default_value_t = TraceSampler::ParentbasedAlwaysOn)]
+    pub sampler: TraceSampler,
+
+    /// The share of traces `traceidratio` samplers keep, 0 to 1 [default: 1].
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO",
+          value_parser = parse_ratio)]
+    pub sampler_arg: Option<f64>,
+
+    /// Milliseconds between two exports of the spans queued meanwhile.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-bsp-schedule-delay", env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "MS",
+          default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub schedule_delay_ms: u64,
+
+    /// Spans queued for export at most; more are dropped (and counted by the SDK) rather than
+    /// held in memory while a receiver is slow or down.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-bsp-max-queue-size", env = "OTEL_BSP_MAX_QUEUE_SIZE", value_name = "SPANS",
+          default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_queue_size: u64,
+
+    /// Spans sent in one export at most (at most OTEL_BSP_MAX_QUEUE_SIZE).
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-bsp-max-export-batch-size", env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "SPANS",
+          default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_export_batch_size: u64,
+
+    /// Milliseconds one export may take before its spans are given up.
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-timeout", env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+
+    /// The same for traces alone (overrides OTEL_EXPORTER_OTLP_TIMEOUT).
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-traces-timeout", env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub traces_timeout_ms: Option<u64>,
+}
+
+/// An OTLP receiver's URL, or none (an empty value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpEndpoint(pub Option<String>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TracesExporter {
+    Otlp,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum TraceSampler {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+/// Where and how traces go, when they are recorded at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceExport {
+    /// The URL the exporter sends to, as it will use it.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// How long one export may take.
+    pub timeout: Duration,
+}
+
+impl TraceConfig {
+    /// Where traces go; `None` when none are recorded (no endpoint, `OTEL_TRACES_EXPORTER=none`
+    /// or `OTEL_SDK_DISABLED=true`).
+    pub fn export(&self) -> Option<TraceExport> {
+        if self.sdk_disabled || self.exporter == TracesExporter::None {
+            return None;
+        }
+        let protocol = self
+            .traces_protocol
+            .or(self.protocol)
+            .unwrap_or(OtlpProtocol::HttpProtobuf);
+        let endpoint = match (&self.traces_endpoint.0, &self.endpoint.0) {
+            (Some(traces), _) => traces.clone(),
+            (None, Some(base)) => match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                OtlpProtocol::Grpc => base.clone(),
+            },
+            (None, None) => return None,
+        };
+        let timeout = Duration::from_millis(self.traces_timeout_ms.unwrap_or(self.timeout_ms));
+        Some(TraceExport {
+            endpoint,
+            protocol,
+            timeout,
+        })
+    }
+}
+
+fn parse_otlp_endpoint(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<OtlpEndpoint, String> + Clone {
+    move |value: &str| {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(OtlpEndpoint(None));
+        }
+        let url = url::Url::parse(value)
+            .map_err(|error| format!("{setting} must be an http:// or https:// URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "{setting} must be an http:// or https:// URL with a host, not {value:?}"
+            ));
+        }
+        Ok(OtlpEndpoint(Some(value.to_owned())))
+    }
+}
+
+fn parse_otlp_protocol(
+    setting: &'static str,
+) -> impl Fn(&str) -> Result<OtlpProtocol, String> + Clone {
+    move |value: &str| match value.trim() {
+        "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+        "grpc" => Ok(OtlpProtocol::Grpc),
+        other => Err(format!(
+            "{setting}={other:?} is not supported: use http/protobuf or grpc"
+        )),
+    }
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|ratio| (0.0..=1.0).contains(ratio))
+        .ok_or_else(|| {
+            format!("OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, not {value:?}")
+        })
 }
 
 impl Cli {
@@ -440,6 +634,15 @@ impl Cli {
         let matches = command.try_get_matches_from_mut(args)?;
         let cli = Self::from_arg_matches(&matches)?;
         let config = &cli.config;
+        if config.traces.max_export_batch_size > config.traces.max_queue_size {
+            return Err(command.error(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE ({}) must not be above OTEL_BSP_MAX_QUEUE_SIZE ({})",
+                    config.traces.max_export_batch_size, config.traces.max_queue_size
+                ),
+            ));
+        }
         if let Err(LocationError(message)) = config.store_settings() {
             return Err(command.error(clap::error::ErrorKind::ValueValidation, message));
         }

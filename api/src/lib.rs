@@ -4,8 +4,8 @@
 //! The folders are the layers: `http` answers requests (and keeps the list's JSON ready), `store`
 //! keeps the items, `feed` carries every committed change to the open event streams,
 //! `maintenance` holds the commands run beside the service (migrate, backup, restore, transfer),
-//! and `ops` is what running the service needs (logging, the container health check). `startup`
-//! puts them together from the settings in `config`.
+//! and `ops` is what running the service needs (logs, metrics, traces, the container health
+//! check). `startup` puts them together from the settings in `config`.
 
 /// Settings from the environment and flags, checked at start-up.
 pub mod config;
@@ -25,6 +25,8 @@ pub mod ops;
 pub mod startup;
 /// The storage interface and its backends (SQLite, Postgres).
 pub mod store;
+/// What is recorded as spans (OpenTelemetry).
+pub mod traces;
 
 pub use config::{Cli, Command, Config};
 pub use http::{AppState, app};

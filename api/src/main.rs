@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
 use items_api::maintenance::{self, AppRole, RoleCreation, transfer};
-use items_api::ops::{healthcheck, telemetry};
+use items_api::ops::{healthcheck, telemetry, traces};
 use items_api::store::StoreSettings;
 use items_api::{Application, Cli, Command, Config, startup};
 
@@ -198,7 +198,6 @@ fn usage_error(error: &clap::Error) -> ExitCode {
 }
 
 fn serve(config: &Config) -> ExitCode {
-    let log = telemetry::init(config.log_format(), &config.log_filter);
     // With one CPU (a pinned process, or a container limited to one core) a single-threaded
     // scheduler does the same work without the cross-thread bookkeeping of a work-stealing one.
     let one_cpu = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
@@ -211,6 +210,23 @@ fn serve(config: &Config) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
+    // The exporter runs on the runtime: it is built inside it.
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+    let service = traces::ServiceIdentity {
+        version: &config.build_version,
+        instance: &hostname,
+    };
+    let exporting = match runtime.block_on(async { traces::start(&config.traces, &service) }) {
+        Ok(exporting) => exporting,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let tracer = exporting
+        .as_ref()
+        .map(|provider| opentelemetry::trace::TracerProvider::tracer(provider, "items-api"));
+    let log = telemetry::init(config.log_format(), &config.log_filter, tracer);
     let outcome = runtime.block_on(async {
         let application = match Application::build(config).await {
             Ok(application) => application,
@@ -228,6 +244,17 @@ fn serve(config: &Config) -> ExitCode {
                 (format!("server error: {error}"), 1)
             })
     });
+    if let Some(provider) = exporting {
+        // Exports run on the runtime, so it keeps going while the queue is flushed.
+        let timeout = config
+            .traces
+            .export()
+            .map_or(Duration::ZERO, |export| export.timeout);
+        runtime.block_on(async {
+            let _ =
+                tokio::task::spawn_blocking(move || traces::shut_down(&provider, timeout)).await;
+        });
+    }
     // Every log line is written before the last word, which says why the process ends.
     drop(log);
     match outcome {

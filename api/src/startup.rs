@@ -98,6 +98,12 @@ impl Application {
         };
         tracing::info!(backend = settings.location.backend(), database = %settings.location, "opening the database");
         let store = store::open(&settings).await?;
+        // Tracing wraps every database call in a span; without it the store is called directly.
+        let store = if crate::traces::enabled() {
+            store::traced(store, &settings.location)
+        } else {
+            store
+        };
         let body_limits = BodyLimits {
             max_bytes: config.max_body_bytes(),
             timeout: config.body_timeout(),

@@ -83,6 +83,14 @@ pub struct ValidationBody {
     pub detail: Vec<FieldError>,
 }
 
+/// A create's 422: field errors, or an Idempotency-Key used before for another text (a string).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateRejected {
+    Fields(ValidationBody),
+    KeyReused(ErrorBody),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A rule of the service refused the input (the seed's `HTTPException(400, ...)`).

@@ -8,3 +8,5 @@ pub mod log_writer;
 pub mod metrics;
 /// Logging setup and the access log.
 pub mod telemetry;
+/// The OpenTelemetry trace export (OTLP), and continuing a caller's trace.
+pub mod traces;

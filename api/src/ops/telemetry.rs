@@ -14,8 +14,11 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Version;
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing::Instrument;
+use tracing::Level;
 use tracing::Subscriber;
+use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -25,6 +28,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 use crate::metrics;
 use crate::ops::log_writer::{self, FlushGuard};
+use crate::ops::traces as ops_traces;
+use crate::traces;
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The target of the access line: `RUST_LOG=info,items_api::access=warn` turns it off alone.
 const ACCESS_TARGET: &str = "items_api::access";
@@ -41,20 +48,38 @@ static ACTIVE_REQUESTS: LazyLock<::metrics::Gauge> =
 #[derive(Debug, Clone)]
 pub struct ErrorCause(pub String);
 
-/// Installs the global subscriber, writing to stdout in batches (see `log_writer`). Hold the
-/// returned guard until exit: dropping it flushes every pending line.
-pub fn init(format: LogFormat, filter: &str) -> FlushGuard {
+/// Installs the global subscriber, writing to stdout in batches (see `log_writer`), and, with
+/// `tracer`, exporting the spans of `traces::TARGET` through it. `RUST_LOG` filters the log lines
+/// alone: the exported spans never show in them. Hold the returned guard until exit: dropping it
+/// flushes every pending line.
+pub fn init(format: LogFormat, filter: &str, tracer: Option<SdkTracer>) -> FlushGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logged = filter.and(filter_fn(|metadata| {
+        !(metadata.is_span() && metadata.target() == traces::TARGET)
+    }));
     let ansi = std::io::stdout().is_terminal();
     let (stdout, guard) = log_writer::batched(std::io::stdout());
-    let registry = tracing_subscriber::registry().with(filter);
+    let exported = tracer.map(|tracer| {
+        traces::enable();
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target(traces::TARGET, Level::INFO))
+    });
+    let registry = tracing_subscriber::registry().with(exported);
     let _ = match format {
-        LogFormat::Json => registry.with(json_layer(stdout)).try_init(),
+        LogFormat::Json => registry
+            .with(json_layer(stdout).with_filter(logged))
+            .try_init(),
         LogFormat::Pretty => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(stdout),
+                    .with_writer(stdout)
+                    .with_filter(logged),
             )
             .try_init(),
     };
@@ -90,15 +115,24 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         .unwrap_or_default();
     let path = uri.path();
     let measured = metrics::enabled();
+    let traced = traces::enabled();
     // The route template, never the path: ids must not multiply the series.
-    let route = measured
+    let route = (measured || traced)
         .then(|| request.extensions().get::<MatchedPath>().cloned())
         .flatten();
     if measured {
         ACTIVE_REQUESTS.increment(1.0);
     }
-    let span = tracing::debug_span!("request", %method, path, request_id);
-    let response = next.run(request).instrument(span).await;
+    let (span, trace_id) = if traced {
+        let span = server_span(&request, route.as_ref(), request_id);
+        let trace_id = span.context().span().span_context().trace_id();
+        (span, Some(trace_id))
+    } else {
+        let trace_id = ops_traces::caller_trace_id(request.headers());
+        let span = tracing::debug_span!("request", %method, path, request_id);
+        (span, trace_id)
+    };
+    let response = next.run(request).instrument(span.clone()).await;
     if measured {
         ACTIVE_REQUESTS.decrement(1.0);
         let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
@@ -109,6 +143,17 @@ pub async fn access_log(request: Request, next: Next) -> Response {
             started.elapsed().as_secs_f64(),
         );
     }
+    if traced {
+        let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", status.as_str());
+        }
+    }
+    drop(span);
+    let trace_id = trace_id.map(|id| id.to_string());
+    let trace_id = trace_id.as_deref();
 
     let status = response.status().as_u16();
     // Rounded to microseconds so logs show 0.261, not 0.26099999999999995.
@@ -120,16 +165,50 @@ pub async fn access_log(request: Request, next: Next) -> Response {
         .map(|cause| cause.0.as_str());
     match (status, cause) {
         (500.., Some(cause)) if status != 503 => {
-            tracing::error!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, error = cause, "request failed");
+            tracing::error!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, trace_id, error = cause, "request failed");
         }
         (500.., cause) => {
-            tracing::warn!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, error = cause, "request failed");
+            tracing::warn!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, trace_id, error = cause, "request failed");
         }
         _ => {
-            tracing::info!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, "request");
+            tracing::info!(target: ACCESS_TARGET, %method, path, version, status, latency_ms, request_id, trace_id, "request");
         }
     }
     response
+}
+
+/// The span exported for a request (OpenTelemetry's HTTP server conventions), continuing the
+/// caller's trace when it sent one.
+fn server_span(request: &Request, route: Option<&MatchedPath>, request_id: &str) -> tracing::Span {
+    let method = request.method().as_str();
+    let name = match route {
+        Some(route) => format!("{method} {}", route.as_str()),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route.map(MatchedPath::as_str),
+        url.path = request.uri().path(),
+        network.protocol.version = protocol_version(request.version()),
+        http.request.id = request_id,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    // A context without a valid span (no or a bad `traceparent`) leaves the span a root.
+    let _ = span.set_parent(ops_traces::caller_context(request.headers()));
+    span
+}
+
+/// The version alone (`1.1`), as the conventions write it.
+fn protocol_version(version: Version) -> &'static str {
+    http_version(version)
+        .strip_prefix("HTTP/")
+        .unwrap_or_default()
 }
 
 fn http_version(version: Version) -> &'static str {

@@ -14,6 +14,7 @@ pub mod location;
 pub mod postgres;
 pub mod settings;
 pub mod sqlite;
+mod traced;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use crate::domain::Item;
 pub use crate::feed::Revision;
 pub use location::{Location, LocationError};
 use settings::{PoolOptions, SqliteOptions};
+pub use traced::traced;
 
 /// What a create with an idempotency key did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -179,6 +179,16 @@ fn bad_settings_stop_the_service_with_one_line_naming_the_variable() {
         ("MAX_HEADER_BYTES", "4096"),
         ("SEND_TIMEOUT_SECS", "0"),
         ("METRICS_ADDR", "9464"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "ftp://collector/v1/traces",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+        ("OTEL_TRACES_SAMPLER", "sometimes"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
     ];
     for (variable, value) in cases {
         let (code, stdout, stderr) =

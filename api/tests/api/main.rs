@@ -20,4 +20,5 @@ mod postgres_support;
 mod proxy;
 mod shutdown;
 mod static_and_docs;
+mod traces;
 mod transfer;

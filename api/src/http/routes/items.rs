@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::{IdempotencyKey, ItemText, TextError};
-use crate::http::error::{AppError, ErrorBody, FieldError, ValidationBody};
+use crate::http::error::{AppError, CreateRejected, ErrorBody, FieldError, ValidationBody};
 use crate::http::extract::{JsonBody, int_param};
 use crate::http::list_cache::Listing;
 use crate::http::state::AppState;
@@ -241,6 +241,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     tag = "items",
     params(
         ("idempotency-key" = Option<String>, Header,
+         pattern = r#"^(?:[!#-~]{1,255}|"[!#-~]{1,255}")$"#, min_length = 1, max_length = 257,
          description = "A value unique to this create, e.g. a random UUID (1 to 255 visible ASCII \
                         characters, optionally in double quotes). Send it again when retrying \
                         the same create; keys are kept for 24 hours."),
@@ -262,7 +263,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         (status = 422, description = "Body is not a JSON object with a string `text` of at most \
                                       MAX_TEXT_CHARS characters (a list of field errors), or the \
                                       Idempotency-Key was used for another text (a string)",
-         body = ValidationBody),
+         body = CreateRejected),
         (status = 503, description = "Not available right now, or the database did not confirm \
                                       the write (it may be stored: retry with the same key)",
          body = ErrorBody),

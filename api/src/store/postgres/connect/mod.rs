@@ -304,6 +304,25 @@ impl Drop for DirectConnection {
 }
 
 /// `postgres://user@host:port/database` (the password never shown).
+impl Target {
+    /// The database's name and its first server, as spans name them.
+    pub fn database_and_server(&self) -> (String, Option<(String, u16)>) {
+        let user = self.config.get_user().unwrap_or_default();
+        let database = self.config.get_dbname().unwrap_or(user).to_owned();
+        let server = self.config.get_hosts().first().map(|host| {
+            let host = match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            (
+                host,
+                self.config.get_ports().first().copied().unwrap_or(5432),
+            )
+        });
+        (database, server)
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let user = self.config.get_user().unwrap_or_default();
