@@ -438,13 +438,15 @@ pub struct TraceConfig {
 
     /// OTLP transport: `http/protobuf` or `grpc` [default: http/protobuf].
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL",
-          value_name = "PROTOCOL", value_parser = parse_otlp_protocol("OTEL_EXPORTER_OTLP_PROTOCOL"))]
-    pub protocol: Option<OtlpProtocol>,
+          value_name = "PROTOCOL", default_value = "", hide_default_value = true,
+          value_parser = or_unset(parse_otlp_protocol("OTEL_EXPORTER_OTLP_PROTOCOL")))]
+    pub protocol: OrUnset<OtlpProtocol>,
 
     /// OTLP transport for traces alone (overrides OTEL_EXPORTER_OTLP_PROTOCOL).
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-traces-protocol", env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-          value_name = "PROTOCOL", value_parser = parse_otlp_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))]
-    pub traces_protocol: Option<OtlpProtocol>,
+          value_name = "PROTOCOL", default_value = "", hide_default_value = true,
+          value_parser = or_unset(parse_otlp_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")))]
+    pub traces_protocol: OrUnset<OtlpProtocol>,
 
     /// `otlp`, or `none` to record no traces even with an endpoint set.
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-traces-exporter", env = "OTEL_TRACES_EXPORTER",
@@ -457,13 +459,9 @@ pub struct TraceConfig {
     pub sdk_disabled: bool,
 
     /// The `service.name` of every span [default: items-api, unless OTEL_RESOURCE_ATTRIBUTES names one].
-    #[arg(
-        help_heading = "Traces (OpenTelemetry)",
-        long = "otel-service-name",
-        env = "OTEL_SERVICE_NAME",
-        value_name = "NAME"
-    )]
-    pub service_name: Option<String>,
+    #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-service-name", env = "OTEL_SERVICE_NAME", value_name = "NAME",
+          default_value = "", hide_default_value = true, value_parser = or_unset(|name: &str| Ok(name.trim().to_owned())))]
+    pub service_name: OrUnset<String>,
 
     /// Which traces are kept: a caller's decision is followed (`parentbased_*`), else all
     /// (`always_on`), none (`always_off`) or a share of them (`traceidratio`, OTEL_TRACES_SAMPLER_ARG).
@@ -473,8 +471,8 @@ pub struct TraceConfig {
 
     /// The share of traces `traceidratio` samplers keep, 0 to 1 [default: 1].
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-traces-sampler-arg", env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO",
-          value_parser = parse_ratio)]
-    pub sampler_arg: Option<f64>,
+          default_value = "", hide_default_value = true, value_parser = or_unset(parse_ratio))]
+    pub sampler_arg: OrUnset<f64>,
 
     /// Milliseconds between two exports of the spans queued meanwhile.
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-bsp-schedule-delay", env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "MS",
@@ -499,8 +497,38 @@ pub struct TraceConfig {
 
     /// The same for traces alone (overrides OTEL_EXPORTER_OTLP_TIMEOUT).
     #[arg(help_heading = "Traces (OpenTelemetry)", long = "otel-exporter-otlp-traces-timeout", env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub traces_timeout_ms: Option<u64>,
+          default_value = "", hide_default_value = true,
+          value_parser = or_unset(parse_millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")))]
+    pub traces_timeout_ms: OrUnset<u64>,
+}
+
+/// A value, or none: an empty value means unset, as the OpenTelemetry specification says, so a
+/// Compose file can pass `${OTEL_...:-}` on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrUnset<T>(pub Option<T>);
+
+fn or_unset<T, F>(parse: F) -> impl Fn(&str) -> Result<OrUnset<T>, String> + Clone
+where
+    F: Fn(&str) -> Result<T, String> + Clone,
+{
+    move |value: &str| {
+        if value.trim().is_empty() {
+            Ok(OrUnset(None))
+        } else {
+            parse(value).map(|parsed| OrUnset(Some(parsed)))
+        }
+    }
+}
+
+fn parse_millis(setting: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |value: &str| {
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=600_000).contains(ms))
+            .ok_or_else(|| format!("{setting} must be 1 to 600000 milliseconds, not {value:?}"))
+    }
 }
 
 /// An OTLP receiver's URL, or none (an empty value).
@@ -549,7 +577,8 @@ impl TraceConfig {
         }
         let protocol = self
             .traces_protocol
-            .or(self.protocol)
+            .0
+            .or(self.protocol.0)
             .unwrap_or(OtlpProtocol::HttpProtobuf);
         let endpoint = match (&self.traces_endpoint.0, &self.endpoint.0) {
             (Some(traces), _) => traces.clone(),
@@ -559,7 +588,7 @@ impl TraceConfig {
             },
             (None, None) => return None,
         };
-        let timeout = Duration::from_millis(self.traces_timeout_ms.unwrap_or(self.timeout_ms));
+        let timeout = Duration::from_millis(self.traces_timeout_ms.0.unwrap_or(self.timeout_ms));
         Some(TraceExport {
             endpoint,
             protocol,
@@ -994,6 +1023,86 @@ mod tests {
             assert_eq!(error.kind(), clap::error::ErrorKind::DisplayVersion);
             assert_eq!(error.render().to_string(), format!("items-api {shown}\n"));
         }
+    }
+
+    fn trace_export(args: &[&str]) -> Option<TraceExport> {
+        parse(args).unwrap().config.traces.export()
+    }
+
+    #[test]
+    fn traces_go_where_the_otlp_variables_say_and_nowhere_without_an_endpoint() {
+        let base = ["--otel-exporter-otlp-endpoint", "http://collector:4318/"];
+        let export = trace_export(&base).unwrap();
+        assert_eq!(export.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(export.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(export.timeout, Duration::from_secs(10));
+        let grpc = [&base[..], &["--otel-exporter-otlp-protocol", "grpc"]].concat();
+        assert_eq!(
+            trace_export(&grpc).unwrap().endpoint,
+            "http://collector:4318/"
+        );
+        let own = [
+            &base[..],
+            &[
+                "--otel-exporter-otlp-traces-endpoint",
+                "https://traces.example/ingest",
+            ],
+            &["--otel-exporter-otlp-traces-protocol", "grpc"],
+            &["--otel-exporter-otlp-traces-timeout", "2500"],
+        ]
+        .concat();
+        let export = trace_export(&own).unwrap();
+        assert_eq!(export.endpoint, "https://traces.example/ingest");
+        assert_eq!(export.protocol, OtlpProtocol::Grpc);
+        assert_eq!(export.timeout, Duration::from_millis(2500));
+        assert_eq!(trace_export(&[]), None);
+        for off in [
+            &["--otel-traces-exporter", "none"][..],
+            &["--otel-sdk-disabled", "true"][..],
+        ] {
+            assert_eq!(trace_export(&[&base[..], off].concat()), None, "{off:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_otel_value_means_unset() {
+        let empty = [
+            "--otel-exporter-otlp-endpoint",
+            "",
+            "--otel-exporter-otlp-protocol",
+            "",
+            "--otel-service-name",
+            "",
+            "--otel-traces-sampler-arg",
+            "",
+            "--otel-exporter-otlp-traces-timeout",
+            "",
+        ];
+        let traces = parse(&empty).unwrap().config.traces;
+        assert_eq!(traces.export(), None);
+        assert_eq!(traces.protocol, OrUnset(None));
+        assert_eq!(traces.service_name, OrUnset(None));
+        assert_eq!(traces.sampler_arg, OrUnset(None));
+        assert_eq!(traces.traces_timeout_ms, OrUnset(None));
+    }
+
+    #[test]
+    fn an_export_batch_larger_than_the_queue_is_refused() {
+        let error = Cli::parse_with_version(
+            [
+                "items-api",
+                "--otel-bsp-max-queue-size",
+                "100",
+                "--otel-bsp-max-export-batch-size",
+                "200",
+            ],
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            "{error}"
+        );
     }
 
     #[test]

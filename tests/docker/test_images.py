@@ -11,7 +11,9 @@ import pytest
 
 from support.compose import docker, inspect
 
-API_IMAGE_BUDGET_BYTES = 20 * 1000 * 1000
+# The static binary is most of it; OpenTelemetry's OTLP export (gRPC, which the Azure Container Apps
+# agent takes, and HTTP) grew it by about 3 MB.
+API_IMAGE_BUDGET_BYTES = 24 * 1000 * 1000
 DEPENDENCIES = ("tokio", "axum", "rusqlite", "libsqlite3-sys")
 LABELS = ("title", "description", "licenses", "source")
 

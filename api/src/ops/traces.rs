@@ -66,8 +66,8 @@ pub fn start(
         .build();
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(sampler(config.sampler, config.sampler_arg.unwrap_or(1.0)))
-        .with_resource(resource(config.service_name.as_deref(), service))
+        .with_sampler(sampler(config.sampler, config.sampler_arg.0.unwrap_or(1.0)))
+        .with_resource(resource(config.service_name.0.as_deref(), service))
         .build();
     Ok(Some(provider))
 }
