@@ -2,6 +2,7 @@
 //! in with the rights `migrate` grants and no more, a service waiting for a schema not migrated
 //! yet, and the schema versions a build can or cannot serve.
 
+use items_api::store::postgres::SCHEMA_VERSION;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -84,12 +85,17 @@ async fn migrate_creates_the_serving_role_and_grants_it_dml_on_items_only() {
     let (code, stdout, stderr) = run_binary(&["migrate"], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains(&format!("from schema version 0 to 4; {role} may serve")),
+        stdout.contains(&format!(
+            "from schema version 0 to {SCHEMA_VERSION}; {role} may serve"
+        )),
         "{stdout}"
     );
     let (code, stdout, stderr) = run_binary(&["migrate"], &env);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("already at schema version 4"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("already at schema version {SCHEMA_VERSION}")),
+        "{stdout}"
+    );
 
     // The trailing newline of the file is not part of the password.
     let served = as_user(&url, &role, "app password").unwrap();
@@ -265,10 +271,14 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
     let Some(url) = database().await else { return };
     let (code, _, stderr) = run_binary(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0, "{stderr}");
-    // An additive migration of a later release: builds from schema 4 on still serve.
+    // An additive migration of a later release: builds from this schema on still serve.
+    let (next, after) = (SCHEMA_VERSION + 1, SCHEMA_VERSION + 2);
     execute(
         &url,
-        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (5, 4)",
+        &format!(
+            "INSERT INTO items_schema_migrations (version, compatible_from) \
+             VALUES ({next}, {SCHEMA_VERSION})"
+        ),
     )
     .await
     .unwrap();
@@ -282,12 +292,18 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
     app.stop().await;
     let (code, stdout, _) = run_binary(&["migrate"], &[("DATABASE_URL", &url)]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("already at schema version 5"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("already at schema version {next}")),
+        "{stdout}"
+    );
 
     // One this build cannot serve.
     execute(
         &url,
-        "INSERT INTO items_schema_migrations (version, compatible_from) VALUES (6, 6)",
+        &format!(
+            "INSERT INTO items_schema_migrations (version, compatible_from) \
+             VALUES ({after}, {after})"
+        ),
     )
     .await
     .unwrap();
@@ -298,7 +314,10 @@ async fn a_newer_schema_is_served_only_when_marked_compatible_with_this_build() 
         );
         assert_eq!(code, 1, "{args:?}");
         assert!(
-            stderr.contains("schema version 6, newer than this build knows (4) and not compatible"),
+            stderr.contains(&format!(
+                "schema version {after}, newer than this build knows ({SCHEMA_VERSION}) and not \
+                 compatible"
+            )),
             "{args:?}: {stderr}"
         );
     }

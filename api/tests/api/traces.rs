@@ -22,6 +22,7 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::helpers::BinaryServer;
+use crate::postgres_support;
 
 /// A span as received, with the resource of the batch it came in.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ struct Received {
     attributes: Vec<KeyValue>,
     resource: Vec<KeyValue>,
     status_code: i32,
+    /// The spans it links to: (trace id, span id).
+    links: Vec<(String, String)>,
 }
 
 impl Received {
@@ -77,6 +80,11 @@ impl Spans {
                         attributes: span.attributes,
                         resource: resource.clone(),
                         status_code: span.status.map_or(0, |status| status.code),
+                        links: span
+                            .links
+                            .iter()
+                            .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+                            .collect(),
                     });
                 }
             }
@@ -96,6 +104,18 @@ impl Spans {
                 "no span {name:?} arrived; got {:?}",
                 spans.iter().map(|span| &span.name).collect::<Vec<_>>()
             );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first span that `matches` (within ten seconds).
+    fn wait_until(&self, what: &str, matches: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(span) = self.all().into_iter().find(&matches) {
+                return span;
+            }
+            assert!(Instant::now() < deadline, "no {what}; got {:?}", self.all());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -443,4 +463,72 @@ fn without_an_endpoint_nothing_is_traced_and_the_callers_trace_id_is_still_logge
             .is_none(),
         "a malformed traceparent names no trace"
     );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: cargo test -- --include-ignored (scripts/test does)"]
+fn a_change_passed_on_by_another_replica_links_to_the_trace_of_the_write() {
+    let url = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(postgres_support::fresh_app_role_url())
+        .unwrap_or_else(|reason| {
+            postgres_support::unavailable(&reason);
+            unreachable!()
+        });
+    let (endpoint, spans) = http_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = |name: &str| {
+        traced_service(
+            &dir,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_RESOURCE_ATTRIBUTES", &format!("test.replica={name}")),
+                ("DATABASE_URL", &url),
+            ],
+        )
+    };
+    let (writer, passer) = (replica("writer"), replica("passer"));
+    let on = |span: &Received, name: &str| {
+        text_of(&span.resource, "test.replica").as_deref() == Some(name)
+    };
+
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let created = send(
+        &writer,
+        reqwest::Method::POST,
+        "/api/items",
+        Some(&traceparent),
+    );
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().unwrap()["id"].as_i64().unwrap();
+    let insert = spans.wait_until("INSERT span of the writer", |span| {
+        span.name == "INSERT items" && span.trace_id == CALLER_TRACE && on(span, "writer")
+    });
+    let arrival = spans.wait_until("arrival of the insert at the other replica", |span| {
+        span.name == "receive items_changes"
+            && on(span, "passer")
+            && span.attribute("items.change").as_deref() == Some("insert")
+    });
+    assert_eq!(arrival.kind, SpanKind::Consumer as i32);
+    assert!(arrival.parent_span_id.is_empty(), "a trace of its own");
+    assert_eq!(
+        arrival.links,
+        vec![(CALLER_TRACE.to_owned(), insert.span_id.clone())],
+        "linked to the write's database span"
+    );
+
+    let deleting = "00-1bf7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
+    let path = format!("/api/items/{id}");
+    assert_eq!(
+        send(&writer, reqwest::Method::DELETE, &path, Some(deleting)).status(),
+        204
+    );
+    let arrival = spans.wait_until("arrival of the delete", |span| {
+        span.name == "receive items_changes"
+            && on(span, "passer")
+            && span.attribute("items.change").as_deref() == Some("delete")
+    });
+    assert_eq!(arrival.links.len(), 1);
+    assert_eq!(arrival.links[0].0, "1bf7651916cd43dd8448eb211c80319c");
+    drop(passer);
 }

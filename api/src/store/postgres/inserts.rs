@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::pool::Shared;
+use super::traces;
 use crate::store::{KEY_RETENTION, StoreError};
 
 /// Requests waiting for the inserting task (or for a revision); past this, they wait to queue.
@@ -21,6 +22,8 @@ pub(super) struct PendingInsert {
     pub created_at: String,
     /// An idempotency key and the fingerprint of the text: stored only if the key is free.
     pub key: Option<(String, String)>,
+    /// The request's `traceparent`, when spans are exported.
+    pub trace: Option<String>,
     pub reply: oneshot::Sender<Result<Inserted, StoreError>>,
 }
 
@@ -74,30 +77,42 @@ fn texts_and_times(batch: &[PendingInsert]) -> (Vec<&str>, Vec<&str>) {
         .unzip()
 }
 
+/// The traces of a batch's requests, for the announcement of its change.
+fn traces_of(batch: &[PendingInsert]) -> Option<String> {
+    traces::joined(batch.iter().map(|insert| insert.trace.as_deref()))
+}
+
 /// Creates without keys: the statement the service ran before keys existed.
 async fn insert_plain(
     shared: &Shared,
     batch: &[PendingInsert],
 ) -> Result<Vec<Inserted>, StoreError> {
     let (texts, created) = texts_and_times(batch);
+    let trace = traces_of(batch);
+    let sql = traces::statement(
+        // Ids are drawn in request order and read back by that order.
+        "WITH new AS (
+           SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id,
+                  row.text, row.created_at, row.n
+           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+             AS row(text, created_at, n) /* traces */
+         ), stored AS (
+           INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
+           SELECT id, text, created_at FROM new ORDER BY n
+         )
+         SELECT id FROM new ORDER BY n",
+        "CROSS JOIN",
+        3,
+        trace.as_deref(),
+    );
     shared
         .write(async |client| {
-            let rows = client
-                .query_typed(
-                    // Ids are drawn in request order and read back by that order.
-                    "WITH new AS (
-                       SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id,
-                              row.text, row.created_at, row.n
-                       FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
-                         AS row(text, created_at, n)
-                     ), stored AS (
-                       INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
-                       SELECT id, text, created_at FROM new ORDER BY n
-                     )
-                     SELECT id FROM new ORDER BY n",
-                    &[(&texts, Type::TEXT_ARRAY), (&created, Type::TEXT_ARRAY)],
-                )
-                .await?;
+            let mut parameters: Vec<(&(dyn ToSql + Sync), Type)> =
+                vec![(&texts, Type::TEXT_ARRAY), (&created, Type::TEXT_ARRAY)];
+            if let Some(trace) = &trace {
+                parameters.push((trace, Type::TEXT));
+            }
+            let rows = client.query_typed(&sql, &parameters).await?;
             rows.iter()
                 .map(|row| row.try_get::<_, i64>(0).map(Inserted::Stored))
                 .collect()
@@ -128,42 +143,48 @@ async fn insert_keyed(
         })
         .collect();
     let retention = KEY_RETENTION.as_secs_f64();
+    let trace = traces_of(batch);
+    let sql = traces::statement(
+        "WITH new AS (
+           SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id,
+                  row.text, row.created_at, row.key, row.fingerprint, row.n
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+             WITH ORDINALITY AS row(text, created_at, key, fingerprint, n) /* traces */
+         ), claimed AS (
+           INSERT INTO idempotency_keys
+             (key, fingerprint, item_id, item_text, item_created_at)
+           SELECT key, fingerprint, id, text, created_at FROM new
+           WHERE key IS NOT NULL
+           ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+             item_id = excluded.item_id, item_text = excluded.item_text,
+             item_created_at = excluded.item_created_at, stored_at = now()
+           WHERE idempotency_keys.stored_at < now() - make_interval(secs => $5)
+           RETURNING item_id
+         ), kept AS (
+           SELECT new.*, (new.key IS NULL OR claimed.item_id IS NOT NULL) AS stored
+           FROM new LEFT JOIN claimed ON claimed.item_id = new.id
+         ), stored AS (
+           INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
+           SELECT id, text, created_at FROM kept WHERE stored ORDER BY n
+         )
+       SELECT id, stored FROM kept ORDER BY n",
+        "CROSS JOIN",
+        6,
+        trace.as_deref(),
+    );
     shared
         .write(async |client| {
-            let rows = client
-                .query_typed(
-                    "WITH new AS (
-                       SELECT nextval(pg_get_serial_sequence('items', 'id')) AS id,
-                              row.text, row.created_at, row.key, row.fingerprint, row.n
-                       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-                         WITH ORDINALITY AS row(text, created_at, key, fingerprint, n)
-                     ), claimed AS (
-                       INSERT INTO idempotency_keys
-                         (key, fingerprint, item_id, item_text, item_created_at)
-                       SELECT key, fingerprint, id, text, created_at FROM new
-                       WHERE key IS NOT NULL
-                       ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
-                         item_id = excluded.item_id, item_text = excluded.item_text,
-                         item_created_at = excluded.item_created_at, stored_at = now()
-                       WHERE idempotency_keys.stored_at < now() - make_interval(secs => $5)
-                       RETURNING item_id
-                     ), kept AS (
-                       SELECT new.*, (new.key IS NULL OR claimed.item_id IS NOT NULL) AS stored
-                       FROM new LEFT JOIN claimed ON claimed.item_id = new.id
-                     ), stored AS (
-                       INSERT INTO items (id, text, created_at) OVERRIDING SYSTEM VALUE
-                       SELECT id, text, created_at FROM kept WHERE stored ORDER BY n
-                     )
-                     SELECT id, stored FROM kept ORDER BY n",
-                    &[
-                        (&texts, Type::TEXT_ARRAY),
-                        (&created, Type::TEXT_ARRAY),
-                        (&keys, Type::TEXT_ARRAY),
-                        (&fingerprints, Type::TEXT_ARRAY),
-                        (&retention, Type::FLOAT8),
-                    ],
-                )
-                .await?;
+            let mut parameters: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+                (&texts, Type::TEXT_ARRAY),
+                (&created, Type::TEXT_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&fingerprints, Type::TEXT_ARRAY),
+                (&retention, Type::FLOAT8),
+            ];
+            if let Some(trace) = &trace {
+                parameters.push((trace, Type::TEXT));
+            }
+            let rows = client.query_typed(&sql, &parameters).await?;
             rows.iter()
                 .map(|row| {
                     Ok(if row.try_get::<_, bool>(1)? {

@@ -35,6 +35,9 @@ struct Announcement {
     change: String,
     #[serde(default)]
     ids: Vec<i64>,
+    /// The `traceparent`s of the requests whose write this is, when they were traced.
+    #[serde(default)]
+    traces: Option<String>,
 }
 
 /// Why listening stopped; it starts again after a pause.
@@ -178,6 +181,14 @@ impl Listening<'_> {
         for payload in batch {
             let announcement: Announcement = serde_json::from_str(&payload)
                 .map_err(|error| ListenError::Malformed(format!("{error}: {payload}")))?;
+            if let Some(traces) = &announcement.traces {
+                crate::traces::record_arrival(
+                    traces,
+                    "items_changes",
+                    &announcement.change,
+                    announcement.revision,
+                );
+            }
             // Already covered by the reading `start` made.
             if announcement.revision > position.revision {
                 announcements.push(announcement);

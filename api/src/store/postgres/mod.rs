@@ -23,6 +23,7 @@ mod pool;
 mod revision;
 pub mod schema;
 mod text;
+mod traces;
 pub mod transfer;
 
 use std::pin::pin;
@@ -35,7 +36,7 @@ use futures_util::TryStreamExt;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::{
     DatabaseStatus, Item, ItemStore, Once, OpenError, Page, Revision, StoreError, error_chain,
@@ -87,6 +88,7 @@ impl PostgresStore {
             text: text::encode(text.as_str()).into_owned(),
             created_at: created_at.to_owned(),
             key,
+            trace: crate::traces::current_traceparent(),
             reply,
         };
         self.inserts
@@ -261,25 +263,41 @@ impl ItemStore for PostgresStore {
 
     async fn update(&self, id: i64, text: ItemText) -> Result<Option<Item>, StoreError> {
         let stored = text::encode(text.as_str()).into_owned();
+        let trace = crate::traces::current_traceparent();
+        let sql = traces::statement(
+            "UPDATE items SET text = $1 /* traces */ WHERE id = $2 RETURNING id, text, created_at",
+            "FROM",
+            3,
+            trace.as_deref(),
+        );
         self.shared
             .write(async |client| {
-                let row = client
-                    .query_typed_opt(
-                        "UPDATE items SET text = $1 WHERE id = $2 RETURNING id, text, created_at",
-                        &[(&stored, Type::TEXT), (&id, Type::INT8)],
-                    )
-                    .await?;
+                let mut parameters: Vec<(&(dyn ToSql + Sync), Type)> =
+                    vec![(&stored, Type::TEXT), (&id, Type::INT8)];
+                if let Some(trace) = &trace {
+                    parameters.push((trace, Type::TEXT));
+                }
+                let row = client.query_typed_opt(&sql, &parameters).await?;
                 row.as_ref().map(item_from_row).transpose()
             })
             .await
     }
 
     async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        let trace = crate::traces::current_traceparent();
+        let sql = traces::statement(
+            "DELETE FROM items /* traces */ WHERE id = $1",
+            "USING",
+            2,
+            trace.as_deref(),
+        );
         self.shared
             .write(async |client| {
-                let deleted = client
-                    .execute_typed("DELETE FROM items WHERE id = $1", &[(&id, Type::INT8)])
-                    .await?;
+                let mut parameters: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&id, Type::INT8)];
+                if let Some(trace) = &trace {
+                    parameters.push((trace, Type::TEXT));
+                }
+                let deleted = client.execute_typed(&sql, &parameters).await?;
                 Ok(deleted > 0)
             })
             .await

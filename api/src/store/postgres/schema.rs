@@ -35,6 +35,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0004_idempotency_keys.sql"),
         compatible_from: 3,
     },
+    Migration {
+        sql: include_str!("../../../migrations/postgres/0005_traced_changes.sql"),
+        compatible_from: 3,
+    },
 ];
 
 /// The schema version this build writes and understands.
