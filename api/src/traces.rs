@@ -60,7 +60,8 @@ pub fn record_arrival(traces: &str, channel: &str, change: &str, revision: u64) 
         messaging.operation.type = "receive",
         messaging.destination.name = channel,
         items.change = change,
-        items.revision = revision,
+        // Signed: the OpenTelemetry layer exports unsigned numbers as text.
+        items.revision = i64::try_from(revision).unwrap_or(i64::MAX),
     );
     let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
     for traceparent in traces.split(',').map(str::trim) {

@@ -226,8 +226,6 @@ def test_the_server_span_carries_the_http_attributes(traced):
     assert {key: None if attributes.get(key) is None else str(attributes.get(key)) for key in expected} == expected
 
 
-@pytest.mark.xfail(strict=True, reason="the API exports unsigned numbers as strings: tracing-opentelemetry 0.34 "
-                                       "has no record_u64 and falls back to Debug text; record them as i64")
 def test_numbers_are_exported_as_integers_as_the_conventions_say(traced, api):
     numbers = {"http.response.status_code": traced["server"].attributes.get("http.response.status_code")}
     if api.database.backend == "postgres":

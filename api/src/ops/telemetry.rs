@@ -145,7 +145,8 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     }
     if traced {
         let status = response.status();
-        span.record("http.response.status_code", status.as_u16());
+        // Signed: the OpenTelemetry layer exports unsigned numbers as text.
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
             span.record("error.type", status.as_str());

@@ -62,7 +62,8 @@ impl Traced {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let (address, port) = match &self.peer.server {
-            Some((address, port)) => (Some(address.as_str()), Some(*port)),
+            // Signed: the OpenTelemetry layer exports unsigned numbers as text.
+            Some((address, port)) => (Some(address.as_str()), Some(i64::from(*port))),
             None => (None, None),
         };
         let span = tracing::info_span!(
