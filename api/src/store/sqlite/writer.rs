@@ -132,6 +132,11 @@ pub(super) fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut keys = KeySweep::default();
+    if metrics::enabled() {
+        // Shown from the first scrape, before any write: a rate needs a sample from before.
+        ::metrics::histogram!(metrics::SQLITE_BATCH_SIZE);
+        ::metrics::histogram!(metrics::SQLITE_COMMIT_DURATION);
+    }
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
