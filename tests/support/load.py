@@ -74,9 +74,10 @@ class WriteLoad:
         with self._lock:
             return len(self.acknowledged) if status is None else self.statuses.get(status, 0)
 
-    def wait_for(self, acknowledged: int, timeout: float = 120) -> None:
-        """Until `acknowledged` more writes than now have been acknowledged."""
-        target = self.count() + acknowledged
+    def wait_for(self, acknowledged: int, timeout: float = 120, since: int | None = None) -> None:
+        """Until `acknowledged` more writes have been acknowledged than now, or than the count
+        `since` (one read earlier: the writes that were acknowledged meanwhile count)."""
+        target = (self.count() if since is None else since) + acknowledged
         wait_until(f"{target} acknowledged writes", lambda: self.count() >= target, timeout=timeout,
                    interval=0.05)
 

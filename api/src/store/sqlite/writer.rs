@@ -134,8 +134,8 @@ pub(super) fn run_writer(
     let mut keys = KeySweep::default();
     if metrics::enabled() {
         // Shown from the first scrape, before any write: a rate needs a sample from before.
-        ::metrics::histogram!(metrics::SQLITE_BATCH_SIZE);
-        ::metrics::histogram!(metrics::SQLITE_COMMIT_DURATION);
+        let _ = ::metrics::histogram!(metrics::SQLITE_BATCH_SIZE);
+        let _ = ::metrics::histogram!(metrics::SQLITE_COMMIT_DURATION);
     }
     while let Some(first) = commands.blocking_recv() {
         batch.push(first);
