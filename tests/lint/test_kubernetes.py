@@ -300,7 +300,7 @@ def test_aks_route_attaches_to_the_add_ons_gateway_which_takes_routes_from_items
 # --- NetworkPolicies ------------------------------------------------------------------------
 
 DNS_PORTS = (("UDP", 53), ("TCP", 53))
-BEYOND = ("outside", "elsewhere", "dns")
+BEYOND = ("outside", "elsewhere", "monitoring", "dns")
 
 
 def expected_flows(overlay: str) -> set[tuple[str, str, str, int]]:
@@ -309,6 +309,9 @@ def expected_flows(overlay: str) -> set[tuple[str, str, str, int]]:
     flows = {(pod, "dns", protocol, port) for pod in [*pods, "stranger"] for protocol, port in DNS_PORTS}
     flows |= {(source, "web", "TCP", 8080) for source in BEYOND}
     flows |= {("web", "api", "TCP", 8000)}
+    # Scrapes reach the metrics ports alone; traces leave for the collector.
+    flows |= {("monitoring", "api", "TCP", 9464), ("monitoring", "web", "TCP", 9113)}
+    flows |= {("api", "monitoring", "TCP", port) for port in (4317, 4318)}
     if overlay == "dev":
         flows |= {(client, "postgres", "TCP", 5432) for client in ("api", "migrate")}
     elif overlay in ("postgres", "aks"):
@@ -388,7 +391,7 @@ def test_a_pod_that_no_policy_governs_is_reported(rendered):
 
     objects = without(rendered("postgres"), "default-deny", "dns")
     assert k8s.unselected_pods(objects) == []
-    assert k8s.unselected_pods(without(objects, "web")) == ["web: no Ingress policy", "web: no Egress policy"]
+    assert k8s.unselected_pods(without(objects, "web", "metrics")) == ["web: no Ingress policy", "web: no Egress policy"]
 
 
 def test_a_missing_default_deny_lets_strays_in(rendered):

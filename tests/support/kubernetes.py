@@ -251,9 +251,11 @@ OUTSIDE = Peer("outside", None)
 DNS = Peer("dns", "kube-system", (("k8s-app", "kube-dns"),))
 ELSEWHERE = Peer("elsewhere", "elsewhere", (("app", "something-else"),))
 STRANGER = Peer("stranger", NAMESPACE, (("app", "debug"),))
+# Prometheus and an OpenTelemetry collector.
+MONITORING = Peer("monitoring", "monitoring", (("app.kubernetes.io/name", "prometheus"),))
 # The ports a test asks about: every port the manifests use, and one they never name.
 PORTS = (("TCP", 80), ("TCP", 443), ("TCP", 5432), ("TCP", 8000), ("TCP", 8080), ("TCP", 53), ("UDP", 53),
-         ("TCP", 9999))
+         ("TCP", 9464), ("TCP", 9113), ("TCP", 4317), ("TCP", 4318), ("TCP", 9999))
 
 
 def workload_peers(objects: list[dict]) -> list[Peer]:
@@ -354,9 +356,10 @@ def allowed(policies: list[dict], source: Peer, target: Peer, protocol: str, por
 
 def flows(objects: list[dict]) -> set[tuple[str, str, str, int]]:
     """Every (source, target, protocol, port) the policies let through, among the workloads, a
-    stray pod in the namespace, a pod elsewhere in the cluster, the cluster DNS and the outside."""
+    stray pod in the namespace, a pod elsewhere in the cluster, Prometheus (in `monitoring`), the
+    cluster DNS and the outside."""
     policies = [obj for obj in objects if obj["kind"] == "NetworkPolicy"]
-    peers = [*workload_peers(objects), STRANGER, ELSEWHERE, DNS, OUTSIDE]
+    peers = [*workload_peers(objects), STRANGER, ELSEWHERE, MONITORING, DNS, OUTSIDE]
     return {(source.name, target.name, protocol, port)
             for source in peers for target in peers if source != target
             for protocol, port in PORTS

@@ -2,6 +2,8 @@
 
 /// The container health-check client (`items-api healthcheck`).
 pub mod healthcheck;
+/// The JSON log line.
+pub mod json_lines;
 /// Batched, non-blocking log output.
 pub mod log_writer;
 /// Prometheus' exposition on METRICS_ADDR.

@@ -20,6 +20,7 @@ use tracing::Level;
 use tracing::Subscriber;
 use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -27,6 +28,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 use crate::metrics;
+use crate::ops::json_lines::JsonLines;
 use crate::ops::log_writer::{self, FlushGuard};
 use crate::ops::traces as ops_traces;
 use crate::traces;
@@ -93,10 +95,8 @@ where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
     tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLines)
         .with_writer(writer)
 }
 
