@@ -33,7 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::ops::telemetry::{self, ErrorCause};
+use crate::ops::telemetry::{self, ErrorCause, X_REQUEST_ID};
 pub use error::OUTCOME_UNKNOWN;
 use error::{canonical_reason, detail_response};
 use openapi::{ApiDoc, docs_router};
@@ -129,7 +129,7 @@ where
 /// most 128 bytes), the same rule as the Nginx tier; otherwise a new id is generated. Ids end up
 /// in logs and response headers, so they must not carry anything else.
 fn drop_unusable_request_id(mut request: axum::extract::Request) -> axum::extract::Request {
-    let usable = request.headers().get("x-request-id").is_none_or(|id| {
+    let usable = request.headers().get(X_REQUEST_ID).is_none_or(|id| {
         let id = id.as_bytes();
         !id.is_empty()
             && id.len() <= 128
@@ -138,7 +138,7 @@ fn drop_unusable_request_id(mut request: axum::extract::Request) -> axum::extrac
                 .all(|byte| byte.is_ascii_alphanumeric() || b"._:-".contains(byte))
     });
     if !usable {
-        request.headers_mut().remove("x-request-id");
+        request.headers_mut().remove(X_REQUEST_ID);
     }
     request
 }

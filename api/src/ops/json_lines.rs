@@ -39,7 +39,7 @@ where
         SystemTime.format_time(&mut writer)?;
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(metadata.level().as_str())?;
-        writer.write_char('"')?;
+        writer.write_str("\"")?;
         let mut fields = FieldWriter {
             writer: &mut writer,
             result: Ok(()),
@@ -95,9 +95,9 @@ impl FieldWriter<'_, '_> {
         }
         self.result = self
             .writer
-            .write_char(',')
-            .and_then(|()| write_string(self.writer, field.name()))
-            .and_then(|()| self.writer.write_char(':'))
+            .write_str(",\"")
+            .and_then(|()| Escaped(&mut *self.writer).write_str(field.name()))
+            .and_then(|()| self.writer.write_str("\":"))
             .and_then(|()| value(self.writer));
     }
 }
@@ -133,18 +133,18 @@ impl Visit for FieldWriter<'_, '_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, |writer| {
-            writer.write_char('"')?;
-            write!(Escaped(writer), "{value:?}")?;
-            writer.write_char('"')
+            writer.write_str("\"")?;
+            write!(Escaped(&mut *writer), "{value:?}")?;
+            writer.write_str("\"")
         });
     }
 }
 
 /// `text` as a JSON string, quotes included.
 fn write_string(writer: &mut impl Write, text: &str) -> fmt::Result {
-    writer.write_char('"')?;
-    Escaped(writer).write_str(text)?;
-    writer.write_char('"')
+    writer.write_str("\"")?;
+    Escaped(&mut *writer).write_str(text)?;
+    writer.write_str("\"")
 }
 
 /// Escapes what JSON strings cannot hold as it is (quote, backslash, control characters), as
@@ -198,7 +198,11 @@ mod tests {
             "controls \u{0} \u{1} \u{8} \u{c} \u{1f} \u{7f}",
             "é ✓ 😀 and \u{2028}",
         ] {
-            assert_eq!(escaped(text), serde_json::to_string(text).unwrap(), "{text:?}");
+            assert_eq!(
+                escaped(text),
+                serde_json::to_string(text).unwrap(),
+                "{text:?}"
+            );
         }
     }
 
@@ -240,7 +244,9 @@ mod tests {
             let text = "a \"quoted\"\nline";
             tracing::warn!(target: "items_api::test", count = 3_u64, delta = -2_i64, ratio = 1.0, off = false, text, shown = %"x\ty", debugged = ?Some(1), "said {}", "this");
         });
-        let [line] = lines.as_slice() else { panic!("{lines:?}") };
+        let [line] = lines.as_slice() else {
+            panic!("{lines:?}")
+        };
         assert_eq!(line["level"], "WARN");
         assert_eq!(line["target"], "items_api::test");
         assert_eq!(line["message"], "said this");
@@ -253,7 +259,10 @@ mod tests {
         assert_eq!(line["shown"], "x\ty");
         assert_eq!(line["debugged"], "Some(1)");
         let timestamp = line["timestamp"].as_str().unwrap();
-        assert!(timestamp.len() == 27 && timestamp.ends_with('Z'), "{timestamp}");
+        assert!(
+            timestamp.len() == 27 && timestamp.ends_with('Z'),
+            "{timestamp}"
+        );
         assert!(line.get("span").is_none());
     }
 
@@ -264,7 +273,9 @@ mod tests {
             span.in_scope(|| tracing::info!(inner = 1, "inside"));
             tracing::info_span!("bare").in_scope(|| tracing::info!("inside bare"));
         });
-        let [inside, bare] = lines.as_slice() else { panic!("{lines:?}") };
+        let [inside, bare] = lines.as_slice() else {
+            panic!("{lines:?}")
+        };
         assert_eq!(
             inside["span"],
             serde_json::json!({"method": "GET", "path": "/api/items", "name": "request"})
@@ -275,7 +286,10 @@ mod tests {
 
     #[test]
     fn the_members_of_an_object_are_its_text_without_braces() {
-        assert_eq!(object_members("{\"a\":1,\"b\":\"}\"}"), "\"a\":1,\"b\":\"}\"");
+        assert_eq!(
+            object_members("{\"a\":1,\"b\":\"}\"}"),
+            "\"a\":1,\"b\":\"}\""
+        );
         assert_eq!(object_members("{}"), "");
         assert_eq!(object_members(""), "");
     }

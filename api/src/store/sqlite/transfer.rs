@@ -262,7 +262,7 @@ fn write_all(
     let opened = super::open_for_writing(path, &options, true)
         .map(|(_, owner, conn, _)| (owner, conn))
         .map_err(|error| TransferError::new(error.to_string()));
-    let (_owner, mut conn) = match opened {
+    let (owner, mut conn) = match opened {
         Ok(opened) => opened,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -334,6 +334,10 @@ fn write_all(
             }
             WriteCommand::Commit(highest_id_ever, reply) => {
                 let committed = raise_id_sequence(&tx, highest_id_ever).and_then(|()| tx.commit());
+                // Closed and unlocked before the answer: whoever waits for it may start a
+                // service on the file at once.
+                drop(conn);
+                drop(owner);
                 let _ = reply.send(committed.map_err(failed));
                 return;
             }
@@ -370,5 +374,28 @@ impl Writer for SqliteWriter {
     async fn commit(self: Box<Self>, highest_id_ever: i64) -> Result<(), TransferError> {
         self.send(|reply| WriteCommand::Commit(highest_id_ever, reply))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::open::claim_owner_lock;
+
+    #[tokio::test]
+    async fn the_target_is_closed_and_unlocked_when_the_commit_is_answered() {
+        // A service started on the target right after a transfer must find it free; the
+        // window, if any, is short, so it is tried many times.
+        let dir = tempfile::tempdir().unwrap();
+        for attempt in 0..200 {
+            let path = dir.path().join(format!("target-{attempt}.db"));
+            let target: Box<dyn Writer> = Box::new(writer(&path).await.unwrap());
+            target.commit(0).await.unwrap();
+            let claimed = claim_owner_lock(&path);
+            assert!(
+                matches!(claimed, Ok(Some(_))),
+                "attempt {attempt}: the target is still held after the commit: {claimed:?}"
+            );
+        }
     }
 }
