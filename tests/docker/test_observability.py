@@ -346,10 +346,16 @@ def sqlite_observed(stack, project, prometheus_port, build_info):
     with OpenStream(project.web_url):
         drive(project.web_url, writes=60, reads_by_id=10)
     answered_at = time.time()
-    # The web tier's figures are up to NGINX_METRICS_REFRESH_SECS (5 s) older than its scrape.
-    wait_until("a scrape of the replica and the web tier after the writes",
-               lambda: scraped_since(client.targets("api"), answered_at) and scraped_since(
-                   client.targets("web"), answered_at + 6), timeout=SCRAPE_WINDOW + 6, interval=1)
+
+    def scraped_after_the_writes() -> bool:
+        # The web tier's figures are up to NGINX_METRICS_REFRESH_SECS (5 s) older than its scrape.
+        # A rate needs two samples of a series: the stack is new, so the web tier's first
+        # figures may have come with the writes.
+        return (scraped_since(client.targets("api"), answered_at)
+                and scraped_since(client.targets("web"), answered_at + 6)
+                and client.value('sum(count_over_time(nginx_http_requests_total{job="web"}[2m]))', default=0) >= 2)
+    wait_until("a scrape of the replica and the web tier after the writes", scraped_after_the_writes,
+               timeout=SCRAPE_WINDOW + 6 + SCRAPE_INTERVAL, interval=1)
     yield {"prometheus": client, "targets": targets}
     project("down", "--volumes", "--remove-orphans", files=SQLITE_OBSERVED.files, log="observability-down.log")
 
