@@ -1,18 +1,19 @@
 //! The JSON log line: `{"timestamp","level","message",<fields>,"target"[,"span"]}`, the shape of
-//! tracing-subscriber's flattened JSON format, written straight into the line buffer.
+//! tracing-subscriber's flattened JSON format, built in a buffer of its own.
 //!
 //! tracing-subscriber's own JSON format goes through serde with an adapter that checks every
 //! piece it writes for UTF-8, and formats the timestamp into a new string first. The access log
-//! writes a line per request, so its formatting is part of every request's cost; this writer
-//! escapes and appends, nothing more.
+//! writes a line per request, so its formatting is part of every request's cost: here the line
+//! is assembled by plain appends to a reused string and handed on in one piece.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
+use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -20,6 +21,11 @@ use tracing_subscriber::registry::LookupSpan;
 /// (objects), as the current span's are copied into `"span"`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLines;
+
+thread_local! {
+    /// Each thread's line, kept between events so that a line costs no allocation.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
@@ -32,43 +38,63 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // A record from the `log` crate names its real target and level here.
-        let normalized = event.normalized_metadata();
-        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(metadata.level().as_str())?;
-        writer.write_str("\"")?;
-        let mut fields = FieldWriter {
-            writer: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_string(&mut writer, metadata.target())?;
         let span = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
-        if let Some(span) = span {
-            writer.write_str(",\"span\":{")?;
+        let span = span.as_ref().map(|span| {
             let extensions = span.extensions();
             let fields = extensions
                 .get::<FormattedFields<N>>()
-                .map(|fields| object_members(&fields.fields))
+                .map(|fields| object_members(&fields.fields).to_owned())
                 .unwrap_or_default();
-            if !fields.is_empty() {
-                writer.write_str(fields)?;
-                writer.write_char(',')?;
+            (span.name(), fields)
+        });
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                write_line(&mut line, event, span.as_ref());
+                writer.write_str(&line)
             }
-            writer.write_str("\"name\":")?;
-            write_string(&mut writer, span.name())?;
-            writer.write_char('}')?;
-        }
-        writer.write_str("}\n")
+            // An event logged while this thread formats another (from a field's Debug).
+            Err(_) => {
+                let mut line = String::new();
+                write_line(&mut line, event, span.as_ref());
+                writer.write_str(&line)
+            }
+        })
     }
+}
+
+/// The whole line of `event`, newline included; `span` is the current span's name and fields.
+fn write_line(line: &mut String, event: &Event<'_>, span: Option<&(&str, String)>) {
+    // A record from the `log` crate names its real target and level here.
+    let normalized = event.normalized_metadata();
+    let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    line.push_str("{\"timestamp\":\"");
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
+        "{}",
+        humantime::format_rfc3339_micros(SystemTime::now())
+    );
+    line.push_str("\",\"level\":\"");
+    line.push_str(metadata.level().as_str());
+    line.push('"');
+    event.record(&mut FieldWriter { line: &mut *line });
+    line.push_str(",\"target\":");
+    push_string(line, metadata.target());
+    if let Some((name, fields)) = span {
+        line.push_str(",\"span\":{");
+        if !fields.is_empty() {
+            line.push_str(fields);
+            line.push(',');
+        }
+        line.push_str("\"name\":");
+        push_string(line, name);
+        line.push('}');
+    }
+    line.push_str("}\n");
 }
 
 /// The members of a JSON object's text, without the braces: `"a":1,"b":2` of `{"a":1,"b":2}`.
@@ -82,99 +108,109 @@ fn object_members(object: &str) -> &str {
 }
 
 /// Appends each field as `,"name":value`.
-struct FieldWriter<'a, 'writer> {
-    writer: &'a mut Writer<'writer>,
-    result: fmt::Result,
+struct FieldWriter<'a> {
+    line: &'a mut String,
 }
 
-impl FieldWriter<'_, '_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl FieldWriter<'_> {
+    /// Starts the field's member; false for a field that is not shown.
+    fn name(&mut self, field: &Field) -> bool {
         // The `log` crate's own metadata, already shown as the target.
-        if self.result.is_err() || field.name().starts_with("log.") {
-            return;
+        if field.name().starts_with("log.") {
+            return false;
         }
-        self.result = self
-            .writer
-            .write_str(",\"")
-            .and_then(|()| Escaped(&mut *self.writer).write_str(field.name()))
-            .and_then(|()| self.writer.write_str("\":"))
-            .and_then(|()| value(self.writer));
+        self.line.push_str(",\"");
+        push_escaped(self.line, field.name());
+        self.line.push_str("\":");
+        true
     }
 }
 
-impl Visit for FieldWriter<'_, '_> {
+impl Visit for FieldWriter<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |writer| {
+        if self.name(field) {
             if value.is_finite() {
-                writer.write_str(ryu::Buffer::new().format_finite(value))
+                self.line.push_str(ryu::Buffer::new().format_finite(value));
             } else {
-                writer.write_str("null")
+                self.line.push_str("null");
             }
-        });
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |writer| write!(writer, "{value}"));
+        if self.name(field) {
+            self.line.push_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |writer| write!(writer, "{value}"));
+        if self.name(field) {
+            self.line.push_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |writer| {
-            writer.write_str(if value { "true" } else { "false" })
-        });
+        if self.name(field) {
+            self.line.push_str(if value { "true" } else { "false" });
+        }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |writer| write_string(writer, value));
+        if self.name(field) {
+            push_string(self.line, value);
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |writer| {
-            writer.write_str("\"")?;
-            write!(Escaped(&mut *writer), "{value:?}")?;
-            writer.write_str("\"")
-        });
+        if self.name(field) {
+            self.line.push('"');
+            let _ = write!(Escaped(&mut *self.line), "{value:?}");
+            self.line.push('"');
+        }
     }
 }
 
 /// `text` as a JSON string, quotes included.
-fn write_string(writer: &mut impl Write, text: &str) -> fmt::Result {
-    writer.write_str("\"")?;
-    Escaped(&mut *writer).write_str(text)?;
-    writer.write_str("\"")
+fn push_string(line: &mut String, text: &str) {
+    line.push('"');
+    push_escaped(line, text);
+    line.push('"');
 }
 
-/// Escapes what JSON strings cannot hold as it is (quote, backslash, control characters), as
-/// serde_json does; everything else passes through in runs.
-struct Escaped<'a, W: ?Sized>(&'a mut W);
-
-impl<W: Write + ?Sized> Write for Escaped<'_, W> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let mut plain_from = 0;
-        for (at, byte) in text.bytes().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0x00..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&text[plain_from..at])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain_from = at + 1;
+/// Appends `text`, escaping what JSON strings cannot hold as it is (quote, backslash, control
+/// characters) as serde_json does; everything else is copied in runs.
+fn push_escaped(line: &mut String, text: &str) {
+    let mut plain_from = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        line.push_str(&text[plain_from..at]);
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escape);
         }
-        self.0.write_str(&text[plain_from..])
+        plain_from = at + 1;
+    }
+    line.push_str(&text[plain_from..]);
+}
+
+/// A `fmt::Write` that escapes, for values only their `Debug` can write.
+struct Escaped<'a>(&'a mut String);
+
+impl Write for Escaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        push_escaped(self.0, text);
+        Ok(())
     }
 }
 
@@ -184,7 +220,7 @@ mod tests {
 
     fn escaped(text: &str) -> String {
         let mut out = String::new();
-        write_string(&mut out, text).unwrap();
+        push_string(&mut out, text);
         out
     }
 

@@ -58,37 +58,56 @@ pub struct ErrorCause(pub String);
 /// alone: the exported spans never show in them. Hold the returned guard until exit: dropping it
 /// flushes every pending line.
 pub fn init(format: LogFormat, filter: &str, tracer: Option<SdkTracer>) -> FlushGuard {
+    let ansi = std::io::stdout().is_terminal();
+    let (stdout, guard) = log_writer::batched(std::io::stdout());
+    let _ = subscriber(format, filter, tracer, stdout, ansi).try_init();
+    guard
+}
+
+/// The log lines of `filter` to `writer`, and with `tracer` the exported spans.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: &str,
+    tracer: Option<SdkTracer>,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logged = filter.and(filter_fn(|metadata| {
         !(metadata.is_span() && metadata.target() == traces::TARGET)
     }));
-    let ansi = std::io::stdout().is_terminal();
-    let (stdout, guard) = log_writer::batched(std::io::stdout());
-    let exported = tracer.map(|tracer| {
-        traces::enable();
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(Targets::new().with_target(traces::TARGET, Level::INFO))
-    });
+    // Filtered even when absent: a missing layer counts as one that wants every span, and the
+    // registry would then create the spans that no line shows, for every request.
+    let exported_targets = match &tracer {
+        Some(_) => Targets::new().with_target(traces::TARGET, Level::INFO),
+        None => Targets::new(),
+    };
+    let exported = tracer
+        .map(|tracer| {
+            traces::enable();
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+        })
+        .with_filter(exported_targets);
     let registry = tracing_subscriber::registry().with(exported);
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(json_layer(stdout).with_filter(logged))
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(
+    match format {
+        LogFormat::Json => Box::new(registry.with(json_layer(writer).with_filter(logged))),
+        LogFormat::Pretty => Box::new(
+            registry.with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(stdout)
+                    .with_writer(writer)
                     .with_filter(logged),
-            )
-            .try_init(),
-    };
-    guard
+            ),
+        ),
+    }
 }
 
 /// One JSON object per line, event fields at the top level beside timestamp, level and target.
@@ -223,5 +242,24 @@ fn http_version(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_tracer_a_span_that_no_line_shows_is_never_created() {
+        for format in [LogFormat::Json, LogFormat::Pretty] {
+            let subscriber = subscriber(format, "info", None, std::io::sink, false);
+            tracing::subscriber::with_default(subscriber, || {
+                // The access log's span at info, and a trace span with nothing to export it:
+                // recording them would cost every request for nothing.
+                assert!(tracing::debug_span!("request").is_disabled());
+                assert!(tracing::info_span!(target: traces::TARGET, "request").is_disabled());
+                assert!(!tracing::info_span!("shown").is_disabled());
+            });
+        }
     }
 }
