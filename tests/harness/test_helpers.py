@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import smoke
-from support.net import free_port, port_is_open, wait_until
+from support.net import ephemeral_range, free_port, port_is_open, wait_until
 from support.repo import shell_commands
 
 SMOKE = Path(smoke.__file__)
@@ -21,6 +21,12 @@ def test_free_port_can_be_bound_on_loopback():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_free_port_is_never_one_the_kernel_hands_out_to_port_zero():
+    # Such a port could be given to another server started on port 0 before ours binds it.
+    low, high = ephemeral_range()
+    assert [port for port in (free_port() for _ in range(50)) if low <= port <= high] == []
 
 
 def test_port_is_open_sees_a_listener():

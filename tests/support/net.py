@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands out to `bind(0)` and to outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    """A TCP port that nothing listens on right now, on any address. Picked below the kernel's
+    ephemeral range: a port the kernel chose would be free for anyone's `bind(0)` (a server the
+    test starts on port 0, a database) until our server binds it, and one was taken that way."""
+    low, _ = ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    # Every port tried was taken: let the kernel pick, race and all.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
