@@ -42,24 +42,26 @@ where
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
-        let span = span.as_ref().map(|span| {
-            let extensions = span.extensions();
-            let fields = extensions
-                .get::<FormattedFields<N>>()
-                .map(|fields| object_members(&fields.fields).to_owned())
-                .unwrap_or_default();
-            (span.name(), fields)
-        });
+        let extensions = span.as_ref().map(|span| span.extensions());
+        let span = span
+            .as_ref()
+            .zip(extensions.as_ref())
+            .map(|(span, extensions)| {
+                let fields = extensions
+                    .get::<FormattedFields<N>>()
+                    .map_or("", |fields| object_members(&fields.fields));
+                (span.name(), fields)
+            });
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
-                write_line(&mut line, event, span.as_ref());
+                write_line(&mut line, event, span);
                 writer.write_str(&line)
             }
             // An event logged while this thread formats another (from a field's Debug).
             Err(_) => {
                 let mut line = String::new();
-                write_line(&mut line, event, span.as_ref());
+                write_line(&mut line, event, span);
                 writer.write_str(&line)
             }
         })
@@ -67,7 +69,7 @@ where
 }
 
 /// The whole line of `event`, newline included; `span` is the current span's name and fields.
-fn write_line(line: &mut String, event: &Event<'_>, span: Option<&(&str, String)>) {
+fn write_line(line: &mut String, event: &Event<'_>, span: Option<(&str, &str)>) {
     // A record from the `log` crate names its real target and level here.
     let normalized = event.normalized_metadata();
     let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());

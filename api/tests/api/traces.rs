@@ -139,9 +139,13 @@ impl Spans {
     }
 }
 
-/// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on a free loopback port, on a runtime of
-/// its own so the test's blocking calls never stall it.
-fn http_receiver() -> (String, Spans) {
+/// A receiver on a free loopback port, run by `serve` on a runtime of its own so the test's
+/// blocking calls never stall it; its URL and what it keeps.
+fn receiver<F, Fut>(serve: F) -> (String, Spans)
+where
+    F: FnOnce(tokio::net::TcpListener, Spans) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let spans = Spans::default();
     let kept = spans.clone();
     let (sender, address) = std::sync::mpsc::channel();
@@ -150,21 +154,28 @@ fn http_receiver() -> (String, Spans) {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             sender.send(listener.local_addr().unwrap()).unwrap();
-            let router = axum::Router::new().route(
-                "/v1/traces",
-                post(move |body: Bytes| async move {
-                    kept.keep(ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"));
-                    (
-                        [("content-type", "application/x-protobuf")],
-                        ExportTraceServiceResponse::default().encode_to_vec(),
-                    )
-                }),
-            );
-            axum::serve(listener, router).await.unwrap();
+            serve(listener, kept).await;
         });
     });
     let address: SocketAddr = address.recv().unwrap();
     (format!("http://{address}"), spans)
+}
+
+/// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf).
+fn http_receiver() -> (String, Spans) {
+    receiver(|listener, kept| async move {
+        let router = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: Bytes| async move {
+                kept.keep(ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"));
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }),
+        );
+        axum::serve(listener, router).await.unwrap();
+    })
 }
 
 struct GrpcReceiver(Spans);
@@ -180,25 +191,15 @@ impl TraceService for GrpcReceiver {
     }
 }
 
-/// An OTLP/gRPC receiver on a free loopback port.
+/// An OTLP/gRPC receiver.
 fn grpc_receiver() -> (String, Spans) {
-    let spans = Spans::default();
-    let kept = spans.clone();
-    let (sender, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            sender.send(listener.local_addr().unwrap()).unwrap();
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(GrpcReceiver(kept)))
-                .serve_with_incoming(tokio_stream_of(listener))
-                .await
-                .unwrap();
-        });
-    });
-    let address: SocketAddr = address.recv().unwrap();
-    (format!("http://{address}"), spans)
+    receiver(|listener, kept| async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(GrpcReceiver(kept)))
+            .serve_with_incoming(tokio_stream_of(listener))
+            .await
+            .unwrap();
+    })
 }
 
 fn tokio_stream_of(
